@@ -1,0 +1,1 @@
+"""The spec's four components: discovery, circuit breakers, degradation, configuration."""

@@ -1,0 +1,364 @@
+"""The spec's settings, parsed and validated in one place.
+
+Precedence (API.md): constructor argument > environment variable > settings file >
+built-in default. The settings file is the spec's JSON (sections ``service_discovery``,
+``circuit_breaker``, ``degradation``), named by ``DTESN_CONFIG_FILE`` or passed explicitly.
+
+==========================================  =============================================
+environment variable                        settings-file key
+==========================================  =============================================
+``DTESN_SERVICE_REDIS_URL``                 ``service_discovery.redis_url`` (all components)
+``DTESN_SERVICE_HEALTH_CHECK_INTERVAL``     ``service_discovery.health_check_interval``
+``DTESN_SERVICE_HEALTH_CHECK_TIMEOUT``      ``service_discovery.health_check_timeout``
+``DTESN_SERVICE_MAX_FAILURES``              ``service_discovery.max_consecutive_failures``
+``DTESN_SERVICE_TTL``                       ``service_discovery.service_ttl``
+``DTESN_CB_FAILURE_THRESHOLD``              ``circuit_breaker.default_failure_threshold``
+``DTESN_CB_TIMEOUT``                        ``circuit_breaker.default_timeout``
+``DTESN_CB_REQUEST_TIMEOUT``                ``circuit_breaker.request_timeout``
+``DTESN_CB_SLOW_CALL_THRESHOLD``            ``circuit_breaker.slow_call_threshold``
+``DTESN_DEGRADATION_CHECK_INTERVAL``        ``degradation.check_interval``
+``DTESN_DEGRADATION_RECOVERY_DELAY``        ``degradation.recovery_delay``
+``DTESN_DEGRADATION_CPU_THRESHOLD``         ``degradation.thresholds.cpu.minimal``
+``DTESN_DEGRADATION_MEMORY_THRESHOLD``      ``degradation.thresholds.memory.minimal``
+==========================================  =============================================
+
+A malformed value raises :class:`~backend_services.errors.SettingsError` naming the
+variable (or file key) and the value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from .errors import SettingsError
+
+__all__ = [
+    "UNSET",
+    "CircuitBreakerSettings",
+    "DegradationSettings",
+    "DiscoverySettings",
+    "Settings",
+    "Unset",
+    "load_settings",
+    "pick",
+    "resolve_redis_url",
+]
+
+T = TypeVar("T")
+
+
+class Unset(Enum):
+    """Type of :data:`UNSET`, the default of arguments where ``None`` means something."""
+
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = Unset.UNSET
+"""Argument not given: settings decide. (``redis_url=None`` means in-memory only.)"""
+
+LEVEL_NAMES: Final = ("partial", "minimal", "emergency", "offline")
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverySettings:
+    health_check_interval: float | None = None
+    health_check_timeout: float | None = None
+    max_consecutive_failures: int | None = None
+    service_ttl: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerSettings:
+    failure_threshold: int | None = None
+    timeout: float | None = None
+    request_timeout: float | None = None
+    slow_call_threshold: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DegradationSettings:
+    check_interval: float | None = None
+    recovery_delay: float | None = None
+    # resource name ("cpu", "memory", ...) -> level name ("partial", ...) -> entry usage
+    thresholds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the environment and the settings file said (None = not said)."""
+
+    redis_url: str | None = None
+    config_file: str | None = None
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+    circuit_breaker: CircuitBreakerSettings = field(default_factory=CircuitBreakerSettings)
+    degradation: DegradationSettings = field(default_factory=DegradationSettings)
+
+
+def pick(argument: T | Unset, setting: T | None, default: T) -> T:
+    """Constructor argument if given, else the setting if said, else the default."""
+    if argument is not UNSET:
+        return argument
+    return default if setting is None else setting
+
+
+def resolve_redis_url(argument: str | Unset | None, settings: Settings | None = None) -> str | None:
+    """The Redis URL a component should use: the argument when given (``None`` = memory
+    only), else ``DTESN_SERVICE_REDIS_URL``, else the settings file, else ``None``."""
+    if argument is not UNSET:
+        if argument is not None and not isinstance(argument, str):
+            raise SettingsError("redis_url", argument, "a redis:// or rediss:// URL, or None")
+        return argument or None
+    return (settings or load_settings()).redis_url
+
+
+# --- parsing -------------------------------------------------------------------------
+
+
+def _number(
+    source: str, raw: Any, *, integer: bool = False, minimum: float = 0.0, strict_min: bool = False
+) -> Any:
+    what = "an integer" if integer else "a number"
+    bound = f"> {minimum:g}" if strict_min else f">= {minimum:g}"
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        if integer:
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError
+            value: float = int(raw) if not isinstance(raw, str) else int(raw.strip())
+        else:
+            value = float(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(source, raw, f"{what} {bound}") from None
+    if (
+        math.isnan(value)
+        or math.isinf(value)
+        or value < minimum
+        or (strict_min and value == minimum)
+    ):
+        raise SettingsError(source, raw, f"{what} {bound}")
+    return value
+
+
+def _fraction(source: str, raw: Any) -> float:
+    value = _number(source, raw)
+    if value > 1.0:
+        raise SettingsError(source, raw, "a fraction between 0 and 1")
+    return float(value)
+
+
+def _url(source: str, raw: Any) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if (
+        not isinstance(raw, str)
+        or raw.split("://", 1)[0]
+        not in (
+            "redis",
+            "rediss",
+            "unix",
+            "redis+sentinel",
+            "rediss+sentinel",
+            "redis+cluster",
+            "rediss+cluster",
+        )
+        or "://" not in raw
+    ):
+        from .log import mask_url
+
+        shown = mask_url(raw) if isinstance(raw, str) else raw
+        raise SettingsError(source, shown, "a redis://, rediss:// or unix:// URL")
+    return raw
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingsError("DTESN_CONFIG_FILE", path, "an existing settings file") from None
+    except OSError as exc:
+        raise SettingsError(
+            "DTESN_CONFIG_FILE", path, f"a readable file ({exc.strerror})"
+        ) from None
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            doc = yaml.safe_load(text)
+        else:
+            doc = json.loads(text)
+    except Exception as exc:
+        raise SettingsError(path, "<file contents>", f"valid JSON/YAML ({exc})") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise SettingsError(path, type(doc).__name__, "a JSON object at the top level")
+    return doc
+
+
+def _section(doc: Mapping[str, Any], name: str, path: str) -> Mapping[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, Mapping):
+        raise SettingsError(f"{path}:{name}", value, "an object")
+    return value
+
+
+def _get(
+    env: Mapping[str, str],
+    var: str,
+    section: Mapping[str, Any],
+    key: str,
+    where: str,
+    parse: Callable[[str, Any], Any],
+) -> Any:
+    """Environment first, then the file section; parsed with the source named in errors."""
+    raw_env = env.get(var)
+    if raw_env is not None and raw_env.strip() != "":
+        return parse(var, raw_env.strip())
+    if key in section and section[key] is not None:
+        return parse(f"{where}.{key}", section[key])
+    return None
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the ``DTESN_*`` environment variables and the settings file, validated."""
+    env = os.environ if environ is None else environ
+    path = str(config_file) if config_file is not None else (env.get("DTESN_CONFIG_FILE") or None)
+    doc = _read_file(path) if path else {}
+    where = path or "<settings>"
+
+    sd = _section(doc, "service_discovery", where)
+    cb = _section(doc, "circuit_breaker", where)
+    dg = _section(doc, "degradation", where)
+
+    def num(name: str, s: Any) -> float:
+        return float(_number(name, s))
+
+    def pos(name: str, s: Any) -> float:
+        return float(_number(name, s, strict_min=True))
+
+    def posint(name: str, s: Any) -> int:
+        return int(_number(name, s, integer=True, minimum=1))
+
+    redis_url = _get(
+        env, "DTESN_SERVICE_REDIS_URL", sd, "redis_url", f"{where}:service_discovery", _url
+    )
+    discovery = DiscoverySettings(
+        health_check_interval=_get(
+            env,
+            "DTESN_SERVICE_HEALTH_CHECK_INTERVAL",
+            sd,
+            "health_check_interval",
+            f"{where}:service_discovery",
+            pos,
+        ),
+        health_check_timeout=_get(
+            env,
+            "DTESN_SERVICE_HEALTH_CHECK_TIMEOUT",
+            sd,
+            "health_check_timeout",
+            f"{where}:service_discovery",
+            pos,
+        ),
+        max_consecutive_failures=_get(
+            env,
+            "DTESN_SERVICE_MAX_FAILURES",
+            sd,
+            "max_consecutive_failures",
+            f"{where}:service_discovery",
+            posint,
+        ),
+        service_ttl=_get(
+            env, "DTESN_SERVICE_TTL", sd, "service_ttl", f"{where}:service_discovery", pos
+        ),
+    )
+    breaker = CircuitBreakerSettings(
+        failure_threshold=_get(
+            env,
+            "DTESN_CB_FAILURE_THRESHOLD",
+            cb,
+            "default_failure_threshold",
+            f"{where}:circuit_breaker",
+            posint,
+        ),
+        timeout=_get(
+            env, "DTESN_CB_TIMEOUT", cb, "default_timeout", f"{where}:circuit_breaker", pos
+        ),
+        request_timeout=_get(
+            env, "DTESN_CB_REQUEST_TIMEOUT", cb, "request_timeout", f"{where}:circuit_breaker", pos
+        ),
+        slow_call_threshold=_get(
+            env,
+            "DTESN_CB_SLOW_CALL_THRESHOLD",
+            cb,
+            "slow_call_threshold",
+            f"{where}:circuit_breaker",
+            pos,
+        ),
+    )
+    thresholds = _thresholds(dg.get("thresholds", {}), f"{where}:degradation.thresholds")
+    for var, resource in (
+        ("DTESN_DEGRADATION_CPU_THRESHOLD", "cpu"),
+        ("DTESN_DEGRADATION_MEMORY_THRESHOLD", "memory"),
+    ):
+        raw = env.get(var)
+        if raw is not None and raw.strip() != "":
+            thresholds.setdefault(resource, {})["minimal"] = _fraction(var, raw.strip())
+    degradation = DegradationSettings(
+        check_interval=_get(
+            env,
+            "DTESN_DEGRADATION_CHECK_INTERVAL",
+            dg,
+            "check_interval",
+            f"{where}:degradation",
+            pos,
+        ),
+        recovery_delay=_get(
+            env,
+            "DTESN_DEGRADATION_RECOVERY_DELAY",
+            dg,
+            "recovery_delay",
+            f"{where}:degradation",
+            num,
+        ),
+        thresholds=thresholds,
+    )
+    return Settings(
+        redis_url=redis_url,
+        config_file=path,
+        discovery=discovery,
+        circuit_breaker=breaker,
+        degradation=degradation,
+    )
+
+
+def _thresholds(raw: Any, where: str) -> dict[str, dict[str, float]]:
+    if not isinstance(raw, Mapping):
+        raise SettingsError(where, raw, "an object of resource -> {level: usage}")
+    out: dict[str, dict[str, float]] = {}
+    for resource, levels in raw.items():
+        if not isinstance(levels, Mapping):
+            raise SettingsError(f"{where}.{resource}", levels, "an object of level -> usage")
+        parsed: dict[str, float] = {}
+        for level, value in levels.items():
+            if level not in LEVEL_NAMES:
+                raise SettingsError(
+                    f"{where}.{resource}.{level}",
+                    value,
+                    f"a level name, one of {', '.join(LEVEL_NAMES)}",
+                )
+            parsed[level] = _fraction(f"{where}.{resource}.{level}", value)
+        out[str(resource).lower()] = parsed
+    return out
