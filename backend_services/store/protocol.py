@@ -44,6 +44,7 @@ __all__ = [
     "FeedEvent",
     "Operation",
     "Put",
+    "PutIfNewer",
     "Record",
     "SetAdd",
     "SetRemove",
@@ -109,14 +110,33 @@ class SetRemove:
 
 @dataclass(frozen=True, slots=True)
 class Append:
-    """Append ``event`` to ``stream``, keeping at most about ``maxlen`` events."""
+    """Append ``event`` to ``stream``, keeping at most about ``maxlen`` events.
+
+    ``dedupe_id``: when given, an append with an id the stream has already taken (recently)
+    is skipped, so replaying a journal after an interrupted reconciliation adds nothing twice.
+    """
 
     stream: str
     event: Mapping[str, JSON]
     maxlen: int | None = 10_000
+    dedupe_id: str | None = None
 
 
-Operation: TypeAlias = Put | Delete | Check | SetAdd | SetRemove | Append
+@dataclass(frozen=True, slots=True)
+class PutIfNewer:
+    """Reconciliation write: applied only when the key is absent or its record's
+    ``updated_at`` is older than this one's (last writer wins, by the writers' clocks).
+    ``deleted=True`` deletes instead (a tombstone from an outage). Never raises ConflictError;
+    a skipped entry is reported as version -1 in :class:`CommitResult`."""
+
+    key: str
+    value: JSON
+    updated_at: float
+    ttl: float | None = None
+    deleted: bool = False
+
+
+Operation: TypeAlias = Put | Delete | Check | SetAdd | SetRemove | Append | PutIfNewer
 
 
 @dataclass(frozen=True, slots=True)
