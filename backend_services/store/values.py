@@ -1,0 +1,69 @@
+"""Value checks shared by store implementations: keys, TTLs, and frozen JSON values.
+
+:func:`freeze` validates a value as JSON and returns something immutable (the scalar
+itself, or the JSON text of a container); :func:`thaw` turns it back into a fresh value,
+so callers get JSON round-trip semantics and can never mutate what a store holds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from ..errors import ValidationError
+
+__all__ = ["FrozenJSON", "check_key", "check_ttl", "freeze", "thaw"]
+
+_SCALARS = frozenset({str, int, bool, type(None)})
+_dumps = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False).encode
+_loads = json.loads
+
+
+class FrozenJSON(str):
+    """JSON text of a container value (a ``str`` subclass, so it is immutable)."""
+
+    __slots__ = ()
+
+
+def freeze(field: str, value: Any) -> Any:
+    """Check ``value`` is JSON-serialisable (``field`` names it in the error); return an
+    immutable form of it."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is float:
+        if math.isfinite(value):
+            return value
+    else:
+        try:
+            return FrozenJSON(_dumps(value))
+        except (TypeError, ValueError, RecursionError):
+            pass
+    raise ValidationError(
+        field, value, "a JSON-serialisable value (dict, list, str, finite number, bool, None)"
+    )
+
+
+def thaw(frozen: Any) -> Any:
+    """A fresh, caller-owned copy of a frozen value."""
+    if type(frozen) is FrozenJSON:
+        return _loads(frozen)
+    return frozen
+
+
+def check_key(field: str, key: Any) -> None:
+    """Keys, stream names, lease names and owners are non-empty strings."""
+    if type(key) is not str or not key:
+        raise ValidationError(field, key, "a non-empty string")
+
+
+def check_ttl(field: str, ttl: Any) -> None:
+    """A TTL is a positive, finite number of seconds."""
+    if (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, int | float)
+        or not math.isfinite(ttl)
+        or ttl <= 0
+    ):
+        raise ValidationError(field, ttl, "a positive number of seconds")
