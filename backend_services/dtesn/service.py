@@ -1,0 +1,614 @@
+"""The DTESN membrane service: a deep reservoir behind an aiohttp HTTP server.
+
+Endpoints:
+
+* ``GET /health`` — 200 ``{"status": "healthy", "ready": true, ...}`` while it serves,
+  503 with ``ready: false`` and a ``reason`` while starting, draining or offline;
+* ``POST /process`` — a sequence of input vectors → final state of each level and the
+  readout (see :mod:`backend_services.dtesn.protocol`);
+* ``GET /membrane_info`` — kind, reservoir parameters, configured depth, features;
+* ``GET /metrics`` — Prometheus text (JSON with ``?format=json`` or ``Accept: application/json``);
+* ``GET /debug`` — the last request's per-level trajectory norms, while ``debug_interface``
+  is enabled;
+* ``GET|POST /admin/config`` — read or change ``membrane_depth`` / ``processing_timeout``;
+* ``GET|POST /admin/faults`` — fault switches, only with ``enable_faults``
+  (see :mod:`backend_services.dtesn.faults`).
+
+Bad requests get a 4xx JSON reply ``{"error": ..., "field": ..., "expected": ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import os
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import psutil
+from aiohttp import web
+
+from ..clock import Clock, resolve_clock
+from ..errors import ValidationError
+from ..log import get_logger
+from .faults import FaultState, apply_fault_update
+from .metrics import MembraneMetrics, prometheus_text
+from .protocol import (
+    DEFAULT_MAX_STEPS,
+    MAX_BODY_BYTES,
+    PayloadTooLargeError,
+    ProcessRequest,
+    parse_process_request,
+)
+from .reservoir import DeepReservoir, MembraneKind, MembraneSpec, ReservoirResult
+
+__all__ = [
+    "FEATURE_ADVANCED",
+    "FEATURE_CORE",
+    "FEATURE_DEBUG",
+    "FeatureGate",
+    "MembraneOptions",
+    "MembraneService",
+    "sample_inputs",
+    "validate_membrane_config",
+]
+
+_log = get_logger("dtesn")
+
+FEATURE_CORE: Final = "core_processing"
+FEATURE_ADVANCED: Final = "advanced_analytics"
+FEATURE_DEBUG: Final = "debug_interface"
+CONFIG_KEYS: Final = ("membrane_depth", "processing_timeout")
+_THREAD_COST: Final = 2_000_000  # steps * sum(size**2) above which work leaves the loop
+
+FeatureGate = Callable[[str], Awaitable[bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class MembraneOptions:
+    """How to run one membrane."""
+
+    kind: MembraneKind = MembraneKind.MEMORY
+    membrane_id: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    levels: int = 4
+    seed: int = 0
+    input_dim: int = 8
+    output_dim: int = 4
+    membrane_depth: int | None = None
+    processing_timeout: float = 30.0
+    max_steps: int = DEFAULT_MAX_STEPS
+    enable_faults: bool = False
+    admin_token: str | None = None
+    drain_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ValidationError("port", self.port, "an integer in 0..65535 (0 = any free)")
+        if not isinstance(self.max_steps, int) or not 1 <= self.max_steps <= 100_000:
+            raise ValidationError("max_steps", self.max_steps, "an integer in 1..100000")
+        if self.membrane_id is not None and not (0 < len(self.membrane_id) <= 128):
+            raise ValidationError("membrane_id", self.membrane_id, "1..128 characters")
+
+
+def validate_membrane_config(key: str, value: Any, max_depth: int) -> int | float:
+    """Check one of the membrane's configuration values; returns it normalised."""
+    if key == "membrane_depth":
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= max_depth:
+            raise ValidationError(key, value, f"an integer in 1..{max_depth}")
+        return value
+    if key == "processing_timeout":
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not 0.0 < float(value) <= 3600.0
+        ):
+            raise ValidationError(key, value, "a number of seconds in (0, 3600]")
+        return float(value)
+    raise ValidationError("key", key, "one of " + ", ".join(CONFIG_KEYS))
+
+
+async def _always_enabled(name: str) -> bool:
+    return True
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def _validation_reply(exc: ValidationError) -> web.Response:
+    status = 413 if isinstance(exc, PayloadTooLargeError) else 400
+    return _error(
+        status, str(exc), field=exc.field, expected=exc.expected, value=_jsonable(exc.value)
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    text = json.dumps(value)
+    return value if len(text) <= 200 else text[:197] + "..."
+
+
+class MembraneService:
+    """One membrane: reservoir, HTTP server, metrics, configuration, fault switches.
+
+    The shell around it (:mod:`backend_services.dtesn.runtime`) connects discovery,
+    configuration and degradation; on its own the service runs with every feature on.
+    """
+
+    def __init__(
+        self,
+        options: MembraneOptions | None = None,
+        *,
+        clock: Clock | None = None,
+        feature_gate: FeatureGate | None = None,
+        on_crash: Callable[[], None] | None = None,
+    ) -> None:
+        self.options = options or MembraneOptions()
+        self._clock = resolve_clock(clock)
+        self.spec = MembraneSpec.for_kind(
+            self.options.kind,
+            levels=self.options.levels,
+            input_dim=self.options.input_dim,
+            output_dim=self.options.output_dim,
+            seed=self.options.seed,
+        )
+        self.reservoir = DeepReservoir(self.spec)
+        depth = self.options.membrane_depth or self.spec.depth
+        self.depth = int(validate_membrane_config("membrane_depth", depth, self.spec.depth))
+        self.processing_timeout = float(
+            validate_membrane_config("processing_timeout", self.options.processing_timeout, 0)
+        )
+        self.metrics = MembraneMetrics()
+        self.faults = FaultState()
+        self.feature_gate: FeatureGate = feature_gate or _always_enabled
+        self.status_provider: Callable[[], dict[str, Any]] = dict
+        self.config_writer: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        self._on_crash = on_crash or (lambda: os._exit(70))
+        self._rng = random.Random(self.options.seed)
+        self._unhung = asyncio.Event()
+        self._unhung.set()
+        self._ready = False
+        self._draining = False
+        self._not_ready_reason = "starting"
+        self._started_at = self._clock.monotonic()
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self._last_debug: dict[str, Any] | None = None
+        self._proc = psutil.Process()
+        self._proc.cpu_percent(None)
+        self.app = self._build_app()
+
+    # --- identity ---------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`start`)."""
+        if self._port is None:
+            raise RuntimeError("membrane not started: no port yet")
+        return self._port
+
+    @property
+    def membrane_id(self) -> str:
+        if self.options.membrane_id:
+            return self.options.membrane_id
+        return f"dtesn-{self.spec.kind.value}-{self._port or os.getpid()}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.options.host}:{self.port}"
+
+    @property
+    def ready(self) -> bool:
+        return self._ready and not self._draining
+
+    def set_ready(self, ready: bool, reason: str = "") -> None:
+        """Mark the membrane ready (health 200) or not (503 with ``reason``)."""
+        self._ready = ready
+        self._not_ready_reason = reason or ("ready" if ready else "not ready")
+
+    # --- configuration ----------------------------------------------------------------
+
+    def apply_config(self, key: str, value: Any) -> None:
+        """Apply a validated configuration value now (used by change callbacks)."""
+        checked = validate_membrane_config(key, value, self.spec.depth)
+        old = self.depth if key == "membrane_depth" else self.processing_timeout
+        if key == "membrane_depth":
+            self.depth = int(checked)
+        else:
+            self.processing_timeout = float(checked)
+        if old != checked:
+            _log.info("config_applied", membrane=self.membrane_id, key=key, old=old, new=checked)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=MAX_BODY_BYTES, middlewares=[self._errors, self._hang_gate]
+        )
+        app.router.add_get("/health", self._health)
+        app.router.add_post("/process", self._process_handler)
+        app.router.add_get("/membrane_info", self._info)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/debug", self._debug)
+        app.router.add_get("/admin/config", self._get_config)
+        app.router.add_post("/admin/config", self._post_config)
+        app.router.add_get("/admin/faults", self._get_faults)
+        app.router.add_post("/admin/faults", self._post_faults)
+        return app
+
+    async def start(self) -> None:
+        """Bind the port and start serving (ready at once; the runtime may hold it back)."""
+        if self._runner is not None:
+            return
+        family = socket.AF_INET6 if ":" in self.options.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.options.host, self.options.port))
+        except OSError as exc:
+            sock.close()
+            raise ValidationError(
+                "port", self.options.port, f"a free port on {self.options.host} ({exc.strerror})"
+            ) from None
+        self._port = int(sock.getsockname()[1])
+        runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        self._runner = runner
+        self._started_at = self._clock.monotonic()
+        _log.info("membrane_started", membrane=self.membrane_id, url=self.url)
+
+    async def stop(self) -> None:
+        """Stop gracefully: health goes 503, in-flight calls finish (bounded), server closes."""
+        if self._runner is None:
+            return
+        self._draining = True
+        self._not_ready_reason = "draining"
+        self._unhung.set()
+        waited = 0.0
+        while self.metrics.in_flight and waited < self.options.drain_seconds:
+            await asyncio.sleep(0.02)  # real in-flight HTTP calls, bounded
+            waited += 0.02
+        runner, self._runner = self._runner, None
+        await runner.cleanup()
+        _log.info("membrane_stopped", membrane=self.membrane_id)
+
+    async def __aenter__(self) -> MembraneService:
+        await self.start()
+        self.set_ready(True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- middlewares ------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"request body too large; expected at most {MAX_BODY_BYTES} bytes")
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return _error(exc.status, exc.reason, path=request.path)
+
+    @web.middleware
+    async def _hang_gate(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not request.path.startswith("/admin/"):
+            await self._unhung.wait()
+        return await handler(request)
+
+    # --- handlers ---------------------------------------------------------------------
+
+    def resource_usage(self) -> dict[str, float]:
+        """This process's own resource use (and any synthetic pressure switched on)."""
+        with self._proc.oneshot():
+            rss = self._proc.memory_info().rss
+            cpu = self._proc.cpu_percent(None) / 100.0
+        return {
+            "cpu": round(cpu, 4),
+            "rss_bytes": float(rss),
+            "pressure": self.faults.pressure,
+        }
+
+    async def _health(self, request: web.Request) -> web.Response:
+        status = self.status_provider()
+        offline = status.get("degradation_level") == "offline"
+        ready = self.ready and not offline
+        reason = "offline (degraded)" if offline and self.ready else self._not_ready_reason
+        body = {
+            "status": "healthy" if ready else "unhealthy",
+            "ready": ready,
+            "reason": "ready" if ready else reason,
+            "membrane_id": self.membrane_id,
+            "kind": self.spec.kind.value,
+            "depth": self.depth,
+            "uptime_s": round(self._clock.monotonic() - self._started_at, 3),
+            "in_flight": self.metrics.in_flight,
+            "faults": self.faults.as_dict() if self.faults.active else {},
+            **status,
+        }
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def _read_json(self, request: web.Request) -> Any:
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            raise PayloadTooLargeError(
+                "body",
+                f"{request.content_length} bytes",
+                f"at most {MAX_BODY_BYTES} bytes",
+                message=f"request body too large: {request.content_length} bytes; "
+                f"expected at most {MAX_BODY_BYTES} bytes",
+            )
+        try:
+            return await request.json()
+        except json.JSONDecodeError as exc:
+            raise ValidationError("body", "invalid JSON", f"a JSON object ({exc.msg})") from None
+        except UnicodeDecodeError:
+            raise ValidationError("body", "undecodable bytes", "UTF-8 JSON") from None
+
+    async def _process_handler(self, request: web.Request) -> web.Response:
+        started = self._clock.monotonic()
+        self.metrics.in_flight += 1
+        try:
+            response, outcome, steps, degraded = await self._process(request, started)
+        finally:
+            self.metrics.in_flight -= 1
+        self.metrics.record(
+            outcome, self._clock.monotonic() - started, steps=steps, degraded=degraded
+        )
+        return response
+
+    async def _process(
+        self, request: web.Request, started: float
+    ) -> tuple[web.Response, str, int, bool]:
+        if not self.ready:
+            return (
+                _error(503, f"membrane not ready: {self._not_ready_reason}"),
+                "unavailable",
+                0,
+                False,
+            )
+        try:
+            parsed = parse_process_request(
+                await self._read_json(request),
+                input_dim=self.spec.input_dim,
+                max_steps=self.options.max_steps,
+                max_depth=self.spec.depth,
+            )
+        except ValidationError as exc:
+            return _validation_reply(exc), "invalid", 0, False
+        if not await self.feature_gate(FEATURE_CORE):
+            level = self.status_provider().get("degradation_level", "offline")
+            return (
+                _error(503, f"membrane is degraded to {level}: core processing is off"),
+                "unavailable",
+                0,
+                False,
+            )
+        timeout = self.processing_timeout
+        faults = self.faults
+        if faults.slow > 0.0:
+            if faults.slow >= timeout:
+                await self._clock.sleep(timeout)
+                return self._timeout_reply(timeout), "timeout", 0, False
+            await self._clock.sleep(faults.slow)
+        if faults.error_rate > 0.0 and self._rng.random() < faults.error_rate:
+            return _error(500, "injected fault: error"), "error", 0, False
+
+        advanced = await self.feature_gate(FEATURE_ADVANCED)
+        depth = min(parsed.depth or self.depth, self.depth)
+        full_depth = depth
+        if not advanced:
+            depth = 1
+        debug = parsed.debug and await self.feature_gate(FEATURE_DEBUG)
+        result = await self._compute(parsed, depth, debug)
+        elapsed = self._clock.monotonic() - started
+        if elapsed > timeout:
+            return self._timeout_reply(timeout), "timeout", 0, False
+        body = self._result_body(parsed, result, elapsed, degraded=depth < full_depth)
+        if parsed.debug:
+            body["debug"] = (
+                {"trajectory_norms": result.trajectory_norms}
+                if debug
+                else {"unavailable": f"{FEATURE_DEBUG} is disabled"}
+            )
+        if debug:
+            self._last_debug = {
+                "request_id": parsed.request_id,
+                "depth": result.depth,
+                "steps": result.steps,
+                "trajectory_norms": result.trajectory_norms,
+            }
+        return web.json_response(body), "ok", result.steps, depth < full_depth
+
+    def _timeout_reply(self, timeout: float) -> web.Response:
+        return _error(504, f"processing exceeded processing_timeout={timeout:g}s")
+
+    async def _compute(self, parsed: ProcessRequest, depth: int, debug: bool) -> ReservoirResult:
+        cost = parsed.inputs.shape[0] * sum(p.size**2 for p in self.spec.levels[:depth])
+        if cost > _THREAD_COST:
+            return await asyncio.to_thread(
+                self.reservoir.run, parsed.inputs, depth, trajectory=debug
+            )
+        return self.reservoir.run(parsed.inputs, depth, trajectory=debug)
+
+    def _result_body(
+        self, parsed: ProcessRequest, result: ReservoirResult, elapsed: float, *, degraded: bool
+    ) -> dict[str, Any]:
+        return {
+            "membrane_id": self.membrane_id,
+            "kind": self.spec.kind.value,
+            "request_id": parsed.request_id,
+            "steps": result.steps,
+            "depth": result.depth,
+            "configured_depth": self.depth,
+            "degraded": degraded,
+            "levels": [
+                {"level": i, "size": int(state.shape[0]), "state": state.tolist()}
+                for i, state in enumerate(result.states)
+            ],
+            "readout": result.readout.tolist(),
+            "elapsed_ms": round(elapsed * 1000, 3),
+        }
+
+    def info(self) -> dict[str, Any]:
+        """What ``GET /membrane_info`` returns."""
+        return {
+            "membrane_id": self.membrane_id,
+            "kind": self.spec.kind.value,
+            "input_dim": self.spec.input_dim,
+            "output_dim": self.spec.output_dim,
+            "seed": self.spec.seed,
+            "max_depth": self.spec.depth,
+            "membrane_depth": self.depth,
+            "processing_timeout": self.processing_timeout,
+            "max_steps": self.options.max_steps,
+            "levels": [
+                {
+                    "level": i,
+                    "size": p.size,
+                    "leak_rate": p.leak_rate,
+                    "spectral_radius": p.spectral_radius,
+                    "density": p.density,
+                    "input_scaling": p.input_scaling,
+                }
+                for i, p in enumerate(self.spec.levels)
+            ],
+            "faults_enabled": self.options.enable_faults,
+            "pid": os.getpid(),
+            **self.status_provider(),
+        }
+
+    async def _info(self, request: web.Request) -> web.Response:
+        return web.json_response(self.info())
+
+    def metrics_dict(self) -> dict[str, Any]:
+        """What ``GET /metrics?format=json`` returns."""
+        return {
+            "membrane_id": self.membrane_id,
+            "kind": self.spec.kind.value,
+            "uptime_s": round(self._clock.monotonic() - self._started_at, 3),
+            "membrane_depth": self.depth,
+            "processing_timeout": self.processing_timeout,
+            **self.metrics.as_dict(),
+            "resources": self.resource_usage(),
+            **self.status_provider(),
+        }
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        wants_json = request.query.get("format") == "json" or (
+            "application/json" in request.headers.get("Accept", "")
+        )
+        if wants_json:
+            return web.json_response(self.metrics_dict())
+        usage = self.resource_usage()
+        text = prometheus_text(
+            self.metrics,
+            labels={"membrane": self.membrane_id, "kind": self.spec.kind.value},
+            gauges={
+                "depth": ("Configured membrane depth.", float(self.depth)),
+                "processing_timeout_seconds": (
+                    "Configured processing timeout.",
+                    self.processing_timeout,
+                ),
+                "ready": ("1 while the membrane serves.", 1.0 if self.ready else 0.0),
+                "cpu_usage": ("CPU used by this process (1.0 = one core).", usage["cpu"]),
+                "resident_memory_bytes": ("Resident memory of this process.", usage["rss_bytes"]),
+                "uptime_seconds": (
+                    "Seconds since the server started.",
+                    self._clock.monotonic() - self._started_at,
+                ),
+            },
+        )
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+    async def _debug(self, request: web.Request) -> web.Response:
+        if not await self.feature_gate(FEATURE_DEBUG):
+            level = self.status_provider().get("degradation_level", "degraded")
+            return _error(503, f"{FEATURE_DEBUG} is disabled (degradation level {level})")
+        return web.json_response({"membrane_id": self.membrane_id, "last": self._last_debug})
+
+    # --- admin ------------------------------------------------------------------------
+
+    def _authorized(self, request: web.Request) -> bool:
+        token = self.options.admin_token
+        if not token:
+            return True
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+    async def _get_config(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"membrane_depth": self.depth, "processing_timeout": self.processing_timeout}
+        )
+
+    async def _post_config(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "admin endpoint: expected 'Authorization: Bearer <token>'")
+        try:
+            body = await self._read_json(request)
+            if not isinstance(body, dict) or not body:
+                raise ValidationError("body", body, "a JSON object of " + ", ".join(CONFIG_KEYS))
+            checked = {k: validate_membrane_config(k, v, self.spec.depth) for k, v in body.items()}
+        except ValidationError as exc:
+            return _validation_reply(exc)
+        if self.config_writer is not None:
+            try:
+                await self.config_writer(checked)
+            except ValidationError as exc:
+                return _validation_reply(exc)
+        else:
+            for key, value in checked.items():
+                self.apply_config(key, value)
+        return await self._get_config(request)
+
+    async def _get_faults(self, request: web.Request) -> web.Response:
+        if not self.options.enable_faults:
+            return _error(
+                403, "fault switches are disabled; start the membrane with faults enabled"
+            )
+        return web.json_response(self.faults.as_dict())
+
+    async def _post_faults(self, request: web.Request) -> web.Response:
+        if not self.options.enable_faults:
+            return _error(
+                403, "fault switches are disabled; start the membrane with faults enabled"
+            )
+        if not self._authorized(request):
+            return _error(401, "admin endpoint: expected 'Authorization: Bearer <token>'")
+        try:
+            self.faults = apply_fault_update(self.faults, await self._read_json(request))
+        except ValidationError as exc:
+            return _validation_reply(exc)
+        _log.warning("faults_changed", membrane=self.membrane_id, **self.faults.as_dict())
+        if self.faults.hang:
+            self._unhung.clear()
+        else:
+            self._unhung.set()
+        if self.faults.crash:
+            asyncio.get_running_loop().call_later(0.05, self._on_crash)
+        return web.json_response(self.faults.as_dict())
+
+
+def sample_inputs(steps: int, input_dim: int, seed: int = 0) -> list[list[float]]:
+    """A reproducible input sequence (for demos, tests and benchmarks)."""
+    rng = np.random.default_rng(seed)
+    return [[float(x) for x in row] for row in rng.uniform(-1.0, 1.0, (steps, input_dim))]
