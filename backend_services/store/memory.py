@@ -36,11 +36,9 @@ from .protocol import (
     SetRemove,
     StoreStatus,
 )
-from .values import check_key, check_ttl, freeze, thaw
+from .values import check_key, check_members, check_ttl, freeze, prepare_op, thaw
 
 __all__ = ["MemoryStore"]
-
-_NO_EXPIRY = None
 
 
 @dataclass(slots=True)
@@ -147,7 +145,7 @@ class MemoryStore:
 
     async def set_add(self, key: str, *members: str) -> int:
         check_key("key", key)
-        _check_members(members)
+        check_members(members)
         current = self._sets.setdefault(key, set())
         before = len(current)
         current.update(members)
@@ -155,7 +153,7 @@ class MemoryStore:
 
     async def set_remove(self, key: str, *members: str) -> int:
         check_key("key", key)
-        _check_members(members)
+        check_members(members)
         current = self._sets.get(key)
         if not current:
             return 0
@@ -218,7 +216,7 @@ class MemoryStore:
 
     # -- atomic commit -----------------------------------------------------------------
     async def commit(self, ops: Sequence[Operation]) -> CommitResult:
-        frozen = [_prepare(op) for op in ops]
+        frozen = [prepare_op(op) for op in ops]
         now = self._clock.monotonic()
         self._purge(now)
         for op in ops:
@@ -258,36 +256,52 @@ class MemoryStore:
             return 0
         return self._write(op.key, value, op.ttl, now, op.updated_at)
 
+    # -- replica view (used by FailoverStore to keep a last known copy of the primary) ----
+    def mirror_record(self, key: str, record: Record | None, *, ttl: float | None = None) -> None:
+        """Make ``key`` hold exactly ``record`` (its version and ``updated_at``), or be
+        absent. ``ttl`` applies when given; a record already held at the same version
+        keeps its expiry."""
+        now = self._clock.monotonic()
+        entry = self._live(key, now)
+        if record is None:
+            if entry is not None:
+                del self._records[key]
+            return
+        if (
+            ttl is None
+            and entry is not None
+            and entry.version == record.version
+            and entry.updated_at == record.updated_at
+        ):
+            return
+        frozen = freeze(key, record.value)
+        expires = None if ttl is None else now + ttl
+        self._records[key] = _Entry(frozen, record.version, record.updated_at, expires)
+        if expires is not None:
+            heapq.heappush(self._expiry, (expires, next(self._seq), key))
 
-def _check_members(members: Sequence[str]) -> None:
-    for m in members:
-        if not isinstance(m, str):
-            raise ValidationError("member", m, "a string")
+    def mirror_members(self, key: str, members: set[str]) -> None:
+        """Make the set at ``key`` hold exactly ``members``."""
+        if members:
+            self._sets[key] = set(members)
+        else:
+            self._sets.pop(key, None)
 
+    def mirror_counter(self, key: str, value: int) -> None:
+        """Make the counter at ``key`` hold ``value``."""
+        self._counters[key] = value
 
-def _prepare(op: Operation) -> Any:
-    """Validate one operation; return its frozen value (or event) for applying later."""
-    if isinstance(op, Append):
-        check_key("stream", op.stream)
-        if not isinstance(op.event, Mapping):
-            raise ValidationError(op.stream, op.event, "an event mapping (JSON object)")
-        if op.maxlen is not None and (type(op.maxlen) is not int or op.maxlen < 1):
-            raise ValidationError("maxlen", op.maxlen, "a positive integer or None")
-        return freeze(op.stream, dict(op.event))
-    if not isinstance(op, Put | Delete | Check | SetAdd | SetRemove | PutIfNewer):
-        raise ValidationError("operation", op, "a store Operation (Put, Delete, Check, ...)")
-    check_key("key", op.key)
-    if isinstance(op, Put | Delete | Check) and op.expect_version is not None:
-        ev = op.expect_version
-        if type(ev) is not int or ev < 0:
-            raise ValidationError("expect_version", ev, "None or an integer >= 0")
-    if isinstance(op, SetAdd | SetRemove):
-        _check_members(op.members)
-        return None
-    if isinstance(op, Put | PutIfNewer):
-        if op.ttl is not None:
-            check_ttl("ttl", op.ttl)
-        if isinstance(op, PutIfNewer) and op.deleted:
+    def mirror_lease(self, name: str, owner: str | None, ttl: float = 0.0) -> None:
+        """Record that ``owner`` holds lease ``name`` for ``ttl`` seconds (None: free)."""
+        if owner is None:
+            self._leases.pop(name, None)
+        else:
+            self._leases[name] = (owner, self._clock.monotonic() + ttl)
+
+    def remaining_ttl(self, key: str) -> float | None:
+        """Seconds until ``key`` expires (None: no expiry or no such key)."""
+        now = self._clock.monotonic()
+        entry = self._live(key, now)
+        if entry is None or entry.expires is None:
             return None
-        return freeze(op.key, op.value)
-    return None
+        return entry.expires - now

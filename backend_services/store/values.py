@@ -9,11 +9,30 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ValidationError
+from .protocol import (
+    Append,
+    Check,
+    Delete,
+    Operation,
+    Put,
+    PutIfNewer,
+    SetAdd,
+    SetRemove,
+)
 
-__all__ = ["FrozenJSON", "check_key", "check_ttl", "freeze", "thaw"]
+__all__ = [
+    "FrozenJSON",
+    "check_key",
+    "check_members",
+    "check_ttl",
+    "freeze",
+    "prepare_op",
+    "thaw",
+]
 
 _SCALARS = frozenset({str, int, bool, type(None)})
 _dumps = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False).encode
@@ -67,3 +86,39 @@ def check_ttl(field: str, ttl: Any) -> None:
         or ttl <= 0
     ):
         raise ValidationError(field, ttl, "a positive number of seconds")
+
+
+def check_members(members: Sequence[str]) -> None:
+    """Set members are strings."""
+    for m in members:
+        if not isinstance(m, str):
+            raise ValidationError("member", m, "a string")
+
+
+def prepare_op(op: Operation) -> Any:
+    """Validate one commit operation; return its frozen value or event (None for ops
+    without one), so a store can check a whole commit before applying any of it."""
+    if isinstance(op, Append):
+        check_key("stream", op.stream)
+        if not isinstance(op.event, Mapping):
+            raise ValidationError(op.stream, op.event, "an event mapping (JSON object)")
+        if op.maxlen is not None and (type(op.maxlen) is not int or op.maxlen < 1):
+            raise ValidationError("maxlen", op.maxlen, "a positive integer or None")
+        return freeze(op.stream, dict(op.event))
+    if not isinstance(op, Put | Delete | Check | SetAdd | SetRemove | PutIfNewer):
+        raise ValidationError("operation", op, "a store Operation (Put, Delete, Check, ...)")
+    check_key("key", op.key)
+    if isinstance(op, Put | Delete | Check) and op.expect_version is not None:
+        ev = op.expect_version
+        if type(ev) is not int or ev < 0:
+            raise ValidationError("expect_version", ev, "None or an integer >= 0")
+    if isinstance(op, SetAdd | SetRemove):
+        check_members(op.members)
+        return None
+    if isinstance(op, Put | PutIfNewer):
+        if op.ttl is not None:
+            check_ttl("ttl", op.ttl)
+        if isinstance(op, PutIfNewer) and op.deleted:
+            return None
+        return freeze(op.key, op.value)
+    return None
