@@ -1,0 +1,5 @@
+-- Take a free lease or renew one's own. KEYS[1] lease; ARGV: owner, ttl_ms. Returns 1 or 0.
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
