@@ -146,22 +146,28 @@ class MemoryStore:
     async def set_add(self, key: str, *members: str) -> int:
         check_key("key", key)
         check_members(members)
-        current = self._sets.setdefault(key, set())
-        before = len(current)
-        current.update(members)
-        return len(current) - before
+        return self.change_set(key, members, add=True)
 
     async def set_remove(self, key: str, *members: str) -> int:
         check_key("key", key)
         check_members(members)
+        return self.change_set(key, members, add=False)
+
+    def change_set(self, key: str, members: Sequence[str], *, add: bool) -> int:
+        """Add or remove ``members`` (already validated); how many changed."""
         current = self._sets.get(key)
-        if not current:
-            return 0
+        if current is None:
+            if not add or not members:
+                return 0
+            current = self._sets[key] = set()
         before = len(current)
-        current.difference_update(members)
-        if not current:
-            del self._sets[key]
-        return before - len(current)
+        if add:
+            current.update(members)
+        else:
+            current.difference_update(members)
+            if not current:
+                del self._sets[key]
+        return abs(len(current) - before)
 
     async def incr(self, key: str, amount: int = 1) -> int:
         check_key("key", key)
@@ -235,14 +241,8 @@ class MemoryStore:
                 versions[op.key] = 0
             elif isinstance(op, PutIfNewer):
                 versions[op.key] = self._put_if_newer(op, value, now)
-            elif isinstance(op, SetAdd):
-                self._sets.setdefault(op.key, set()).update(op.members)
-            elif isinstance(op, SetRemove):
-                current = self._sets.get(op.key)
-                if current is not None:
-                    current.difference_update(op.members)
-                    if not current:
-                        del self._sets[op.key]
+            elif isinstance(op, SetAdd | SetRemove):
+                self.change_set(op.key, op.members, add=isinstance(op, SetAdd))
             elif isinstance(op, Append):
                 positions[op.stream] = self.feeds.append(op.stream, value, op.maxlen, op.dedupe_id)
         return CommitResult(versions, positions)

@@ -25,10 +25,12 @@ from backend_services.store import (
     SetRemove,
     Store,
 )
+from backend_services.store.failover import FailoverStore
 from backend_services.store.memory import MemoryStore
+from backend_services.store.redis import RedisStore
 from backend_services.testing import FakeClock
 
-KINDS = ["memory"]
+KINDS = ["memory", "redis", "failover"]
 
 
 @dataclass
@@ -66,6 +68,12 @@ async def _open(kind: str, request: pytest.FixtureRequest) -> Env:
     if kind == "memory":
         clock = FakeClock()
         return Env(kind, MemoryStore(clock=clock), clock)
+    url = request.getfixturevalue("redis_url")
+    redis = RedisStore(url, namespace=_namespace())
+    if kind == "redis":
+        return Env(kind, redis, None)
+    if kind == "failover":
+        return Env(kind, FailoverStore(redis, MemoryStore()), None)
     raise AssertionError(f"unknown store kind {kind!r}")
 
 
