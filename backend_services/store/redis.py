@@ -77,7 +77,7 @@ DEFAULT_CONNECT_TIMEOUT = 1.0
 _log = get_logger("store.redis")
 _dumps = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False).encode
 _loads = json.loads
-_ERRORS = (rex.RedisError, OSError)
+_ERRORS = (rex.RedisError, rex.RedisClusterException, OSError)
 _SAFE_POLICY = "noeviction"
 
 
@@ -131,10 +131,13 @@ def _text(raw: Any) -> str:
 
 
 def _one_node(reply: Any) -> dict[str, Any]:
-    """A dict reply; from a cluster (one dict per node), the first node's."""
+    """A map reply as a dict with str keys (RESP2 gives a flat list; a cluster may give
+    one dict per node: the first node's is taken)."""
+    if isinstance(reply, list | tuple):
+        reply = dict(zip(reply[::2], reply[1::2], strict=False))
     if isinstance(reply, dict) and reply and all(isinstance(v, dict) for v in reply.values()):
         reply = next(iter(reply.values()))
-    return {_text(k): v for k, v in (reply or {}).items()} if isinstance(reply, dict) else {}
+    return {_text(k): v for k, v in reply.items()} if isinstance(reply, dict) else {}
 
 
 class RedisStore:
@@ -190,6 +193,10 @@ class RedisStore:
             self._target, socket_timeout=self._socket_timeout, **self._client_options
         )
         self._blocking: Any = None  # a second client for XREAD BLOCK, made when first needed
+        # keyless commands: any node of a cluster will do
+        self._anywhere: dict[str, Any] = (
+            {"target_nodes": "random"} if self._target.kind == "cluster" else {}
+        )
         scripts = load_scripts()
         self._scripts = scripts
         self._put = scripts["put"]
@@ -201,6 +208,7 @@ class RedisStore:
         self._release = scripts["lease_release"]
         self._connected = False
         self._closed = False
+        self._waiters: set[asyncio.Future[None]] = set()  # blocked readers, woken by close()
         self._outages = 0
         self._last_error: str | None = None
         self.server_name: str | None = None
@@ -283,16 +291,15 @@ class RedisStore:
         if self._closed:
             raise StoreConfigurationError(f"RedisStore for {self._where} is closed")
         try:
-            await self._client.execute_command("PING")
-            info = _one_node(await self._client.execute_command("INFO", "server"))
+            hello = _one_node(await self._client.execute_command("HELLO", **self._anywhere))
             await self._check_schema()
             await self._load_scripts()
         except StoreError:
             raise
         except _ERRORS as exc:
             raise self._fail(exc) from exc
-        self.server_name = "valkey" if "valkey_version" in info else "redis"
-        self.server_version = _text(info.get("valkey_version") or info.get("redis_version", "?"))
+        self.server_name = _text(hello.get("server", "redis"))
+        self.server_version = _text(hello.get("version", "unknown"))
         await self._check_eviction()
         self._up()
         _log.info(
@@ -316,9 +323,7 @@ class RedisStore:
 
     async def _check_eviction(self) -> None:
         try:
-            reply = _one_node(
-                await self._client.execute_command("CONFIG", "GET", "maxmemory-policy")
-            )
+            reply = _one_node(await self._client.config_get("maxmemory-policy"))
         except _ERRORS as exc:
             err = classify(exc, self._where)
             if isinstance(err, StoreUnavailableError):
@@ -345,6 +350,9 @@ class RedisStore:
     async def close(self) -> None:
         """Close connections; a reader blocked in :meth:`read` returns what it has."""
         self._closed = True
+        for waiter in list(self._waiters):
+            if not waiter.done():
+                waiter.set_result(None)
         clients = [c for c in (self._blocking, self._client) if c is not None]
         for client in clients:
             try:
@@ -606,27 +614,44 @@ class RedisStore:
         return batch
 
     async def _wait(self, stream: str, after: int, block: float) -> bool:
-        """Wait up to ``block`` seconds for an event after ``after``; True if one came."""
+        """Wait up to ``block`` seconds for an event after ``after``; True if one came.
+        :meth:`close` ends the wait early (False)."""
         if self._blocking is None:
             self._blocking = build_client(self._target, socket_timeout=None, **self._client_options)
-        ms = max(1, round(block * 1000))
+        key = self._keys.feed + stream
+        xread = asyncio.ensure_future(
+            self._blocking.execute_command(
+                "XREAD",
+                "COUNT",
+                1,
+                "BLOCK",
+                max(1, round(block * 1000)),
+                "STREAMS",
+                key,
+                f"{after}-0",
+            )
+        )
+        closing = asyncio.get_running_loop().create_future()
+        self._waiters.add(closing)
         try:
-            async with asyncio.timeout(block + self._socket_timeout):
-                reply = await self._blocking.execute_command(
-                    "XREAD",
-                    "COUNT",
-                    1,
-                    "BLOCK",
-                    ms,
-                    "STREAMS",
-                    self._keys.feed + stream,
-                    f"{after}-0",
-                )
-        except (*_ERRORS, TimeoutError) as exc:
-            if self._closed:
-                return False
+            await asyncio.wait(
+                (xread, closing),
+                timeout=block + self._socket_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            self._waiters.discard(closing)
+            if not xread.done():
+                xread.cancel()  # redis-py drops a connection cancelled mid-reply
+                await asyncio.gather(xread, return_exceptions=True)
+        if self._closed:
+            return False
+        if xread.cancelled():
+            raise self._fail(TimeoutError(f"XREAD BLOCK {block}s got no reply"))
+        exc = xread.exception()
+        if exc is not None:
             raise self._fail(exc) from exc
-        return bool(reply)
+        return bool(xread.result())
 
     def __repr__(self) -> str:
         return f"RedisStore({self._where!r}, namespace={self.namespace!r})"

@@ -221,6 +221,8 @@ def classify(exc: BaseException, where: str) -> StoreError:
     if isinstance(exc, StoreError):
         return exc
     text = str(exc)
+    if len(text) > 300:
+        text = text[:297] + "..."
     if isinstance(
         exc,
         rex.AuthenticationError | rex.AuthorizationError | rex.AuthenticationWrongNumberOfArgsError,
