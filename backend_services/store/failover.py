@@ -31,7 +31,7 @@ from ..clock import Clock, resolve_clock
 from ..errors import ConflictError, StoreConfigurationError
 from ..log import get_logger
 from ..tasks import Backoff, Supervisor
-from .failover_support import Listeners, is_outage, mirror_commit
+from .failover_support import Listeners, is_outage, mirror_commit, replay
 from .journal import Incr, Journal
 from .memory import MemoryStore
 from .protocol import (
@@ -93,6 +93,7 @@ class FailoverStore:
         self._outage_no = 0
         self.outages = 0
         self._last_error: str | None = None
+        self._closed = False
 
     # -- lifecycle and status -------------------------------------------------------------
     async def initialize(self) -> None:
@@ -113,6 +114,7 @@ class FailoverStore:
         self._healthy = True
 
     async def close(self) -> None:
+        self._closed = True
         await self._supervisor.close()
         try:
             await self.primary.close()
@@ -146,7 +148,7 @@ class FailoverStore:
     # -- switching --------------------------------------------------------------------------
     def _lost(self, exc: BaseException, *, counted: bool = True) -> None:
         self._last_error = repr(exc)
-        if not self._healthy and self._supervisor.names:
+        if not self._healthy and (self._supervisor.names or self._closed):
             return
         self._healthy = False
         self._epoch += 1
@@ -155,7 +157,8 @@ class FailoverStore:
             self.outages += 1
         self.memory.feeds.reset(self._outage_no * FEED_EPOCH)
         _log.warning("store_primary_lost", error=repr(exc), outages=self.outages)
-        self._supervisor.spawn("reconnect", self._reconnect)
+        if not self._closed:
+            self._supervisor.spawn("reconnect", self._reconnect)
         self._listeners.notify(self.status())
 
     async def _reconnect(self) -> None:
@@ -167,7 +170,7 @@ class FailoverStore:
                     self._primary_ready = True
                 else:
                     await self.primary.server_time()
-                await self._replay()
+                await replay(self._journal, self.memory, self.primary, self._replay_batch)
             except Exception as exc:
                 if not is_outage(exc):
                     raise
@@ -181,29 +184,6 @@ class FailoverStore:
         self._backoff.reset()
         _log.info("store_primary_restored", outages=self.outages)
         self._listeners.notify(self.status())
-
-    async def _replay(self) -> None:
-        journal, memory = self._journal, self.memory
-        while journal:
-            batch = journal.batch(self._replay_batch)
-            first = batch[0][2]
-            if isinstance(first, Incr):
-                await self.primary.incr(first.key, first.amount)
-            else:
-                ops: list[Operation] = []
-                for _, _, entry in batch:
-                    if isinstance(entry, SetAdd | SetRemove | Append):
-                        ops.append(entry)
-                    elif not isinstance(entry, Incr):
-                        key = entry.key
-                        rec = await memory.get(key)
-                        if rec is not None:
-                            ttl = memory.remaining_ttl(key)
-                            ops.append(PutIfNewer(key, rec.value, rec.updated_at, ttl))
-                        elif key in journal.tombstones:
-                            ops.append(PutIfNewer(key, None, journal.tombstones[key], deleted=True))
-                await self.primary.commit(ops)
-            journal.done(batch)
 
     # -- routing ------------------------------------------------------------------------------
     async def _call(
@@ -233,13 +213,15 @@ class FailoverStore:
 
     async def get(self, key: str) -> Record | None:
         m = self.memory
-        rec = await self._call(lambda: self.primary.get(key), lambda r: m.mirror_record(key, r))
+        rec = await self._call(
+            lambda: self.primary.get(key), lambda r: m.mirror_record(key, r, seen=True)
+        )
         return rec if rec is not DOWN else await m.get(key)
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, Record]:
         def mirror(found: dict[str, Record]) -> None:
             for key in keys:
-                self.memory.mirror_record(key, found.get(key))
+                self.memory.mirror_record(key, found.get(key), seen=True)
 
         recs = await self._call(lambda: self.primary.get_many(keys), mirror)
         return recs if recs is not DOWN else await self.memory.get_many(keys)
@@ -279,7 +261,9 @@ class FailoverStore:
         for op in ops:
             if isinstance(op, Put) or (isinstance(op, PutIfNewer) and not op.deleted):
                 self._journal.key_written(op.key)
-            elif isinstance(op, Delete | PutIfNewer):
+            elif isinstance(op, PutIfNewer):
+                self._journal.key_deleted(op.key, op.updated_at)
+            elif isinstance(op, Delete):
                 self._journal.key_deleted(op.key, at)
             elif isinstance(op, SetAdd | SetRemove | Append):
                 self._journal.operation(op)

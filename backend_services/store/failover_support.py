@@ -10,8 +10,10 @@ from typing import Any
 
 from ..errors import ConflictError, StoreError
 from ..log import StructuredLogger
+from .journal import Incr, Journal
 from .memory import MemoryStore
 from .protocol import (
+    Append,
     CommitResult,
     Delete,
     Operation,
@@ -20,10 +22,11 @@ from .protocol import (
     Record,
     SetAdd,
     SetRemove,
+    Store,
     StoreStatus,
 )
 
-__all__ = ["Listeners", "is_outage", "mirror_commit"]
+__all__ = ["Listeners", "is_outage", "mirror_commit", "replay"]
 
 try:  # the Redis client's own connection errors, in case one escapes unwrapped
     from redis.exceptions import ConnectionError as _RedisConnectionError
@@ -60,6 +63,32 @@ def mirror_commit(
         elif version > 0:
             at = op.updated_at if isinstance(op, PutIfNewer) else now
             memory.mirror_record(key, Record(op.value, version, at), ttl=op.ttl)
+
+
+async def replay(journal: Journal, memory: MemoryStore, primary: Store, limit: int) -> None:
+    """Apply the journal to ``primary``, front to back, until it is empty (see
+    :mod:`~backend_services.store.journal`); a failure leaves the rest for the next try."""
+    while journal:
+        batch = journal.batch(limit)
+        first = batch[0][2]
+        if isinstance(first, Incr):
+            await primary.incr(first.key, first.amount)
+        else:
+            ops: list[Operation] = []
+            for _, _, entry in batch:
+                if isinstance(entry, SetAdd | SetRemove | Append):
+                    ops.append(entry)
+                elif not isinstance(entry, Incr):
+                    key = entry.key
+                    rec = await memory.get(key)
+                    if rec is not None:
+                        ttl = memory.remaining_ttl(key)
+                        ops.append(PutIfNewer(key, rec.value, rec.updated_at, ttl))
+                    elif key in journal.tombstones:
+                        ops.append(PutIfNewer(key, None, journal.tombstones[key], deleted=True))
+            if ops:
+                await primary.commit(ops)
+        journal.done(batch)
 
 
 class Listeners:

@@ -257,27 +257,27 @@ class MemoryStore:
         return self._write(op.key, value, op.ttl, now, op.updated_at)
 
     # -- replica view (used by FailoverStore to keep a last known copy of the primary) ----
-    def mirror_record(self, key: str, record: Record | None, *, ttl: float | None = None) -> None:
+    def mirror_record(
+        self, key: str, record: Record | None, *, ttl: float | None = None, seen: bool = False
+    ) -> None:
         """Make ``key`` hold exactly ``record`` (its version and ``updated_at``), or be
-        absent. ``ttl`` applies when given; a record already held at the same version
-        keeps its expiry."""
+        absent, expiring after ``ttl`` seconds when given. ``seen=True`` (a record that was
+        read, its TTL unknown): a record already held at the same version keeps its expiry."""
         now = self._clock.monotonic()
         entry = self._live(key, now)
         if record is None:
             if entry is not None:
                 del self._records[key]
             return
-        if (
-            ttl is None
-            and entry is not None
-            and entry.version == record.version
-            and entry.updated_at == record.updated_at
-        ):
-            return
-        frozen = freeze(key, record.value)
         expires = None if ttl is None else now + ttl
-        self._records[key] = _Entry(frozen, record.version, record.updated_at, expires)
-        if expires is not None:
+        if seen and entry is not None and entry.version == record.version:
+            if entry.updated_at == record.updated_at:
+                return
+            expires = entry.expires
+        self._records[key] = _Entry(
+            freeze(key, record.value), record.version, record.updated_at, expires
+        )
+        if expires is not None and ttl is not None:
             heapq.heappush(self._expiry, (expires, next(self._seq), key))
 
     def mirror_members(self, key: str, members: set[str]) -> None:
