@@ -8,14 +8,17 @@ test_failover_redis.py.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import itertools
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from backend_services.errors import ConflictError, StoreConfigurationError, StoreUnavailableError
-from backend_services.store import Append, Put, StoreStatus
+from backend_services.store import Append, Put, Store, StoreStatus
 from backend_services.store.failover import FEED_EPOCH, FailoverStore
 from backend_services.store.memory import MemoryStore
 from backend_services.tasks import Backoff
@@ -281,3 +284,84 @@ async def test_reconnect_backs_off_while_the_primary_stays_down() -> None:
     assert gaps[-1] > gaps[0]
     assert max(gaps) <= 4.0
     await store.close()
+
+
+def test_failover_store_is_a_store() -> None:
+    """FailoverStore satisfies the Store protocol."""
+    clock = FakeClock()
+    assert isinstance(FailoverStore(FlakyPrimary(clock), clock=clock), Store)  # type: ignore[arg-type]
+
+
+_KEYS = st.sampled_from(["a", "b", "c"])
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), _KEYS, st.integers(0, 99)),
+        st.tuples(st.just("delete"), _KEYS, st.just(0)),
+        st.tuples(st.just("add"), _KEYS, st.integers(0, 3)),
+        st.tuples(st.just("remove"), _KEYS, st.integers(0, 3)),
+        st.tuples(st.just("incr"), _KEYS, st.integers(-3, 3)),
+        st.tuples(st.just("append"), _KEYS, st.integers(0, 99)),
+        st.tuples(st.just("down"), st.just(""), st.just(0)),
+        st.tuples(st.just("up"), st.just(""), st.just(0)),
+        st.tuples(st.just("lose_reply"), st.just(""), st.just(0)),
+    ),
+    max_size=40,
+)
+
+
+async def _apply(s: Any, step: tuple[str, str, int]) -> None:
+    kind, key, n = step
+    if kind == "put":
+        await s.put(key, n)
+    elif kind == "delete":
+        await s.delete(key)
+    elif kind == "add":
+        await s.set_add(key, str(n))
+    elif kind == "remove":
+        await s.set_remove(key, str(n))
+    elif kind == "incr":
+        await s.incr(key, n)
+    elif kind == "append":
+        await s.append(key, {"n": n})
+
+
+async def _state(s: Any) -> tuple[Any, ...]:
+    recs = await s.get_many(["a", "b", "c"])
+    events = [[e.data["n"] for e in (await s.read(k, 0)).events] for k in "abc"]
+    return (
+        {k: r.value for k, r in recs.items()},
+        [await s.members(k) for k in "abc"],
+        [await s.incr(k, 0) for k in "abc"],
+        events,
+    )
+
+
+@given(_STEPS)
+def test_any_outage_pattern_ends_with_the_primary_as_if_none_happened(
+    steps: list[tuple[str, str, int]],
+) -> None:
+    """Whatever the order of writes, outages, recoveries and lost replies, once the
+    primary is back it holds what a store that never failed would hold, and no call
+    raised."""
+
+    async def run() -> None:
+        clock, primary, store = await _open()
+        reference = MemoryStore(clock=clock)
+        for step in steps:
+            await clock.advance(0.01)
+            if step[0] == "down":
+                primary.down = True
+            elif step[0] == "up":
+                primary.down = False
+                await clock.advance(5.0)
+            elif step[0] == "lose_reply":
+                primary.lose_reply = 1
+            else:
+                await _apply(store, step)
+                await _apply(reference, step)
+        await _recover(clock, primary, store)
+        assert store.status().pending_writes == 0
+        assert await _state(primary.inner) == await _state(reference)
+        await store.close()
+
+    asyncio.run(run())
