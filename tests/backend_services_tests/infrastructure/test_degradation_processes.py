@@ -37,11 +37,11 @@ asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
 """
 
 
-async def read_json(proc: asyncio.subprocess.Process, timeout: float = 20.0) -> dict[str, Any]:
+async def read_json(proc: asyncio.subprocess.Process, wait_s: float = 20.0) -> dict[str, Any]:
     """The child's next JSON line (bounded wait: these are real process events)."""
     assert proc.stdout is not None
     while True:
-        line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+        line = await asyncio.wait_for(proc.stdout.readline(), wait_s)
         if not line:
             raise AssertionError("child exited early")
         text = line.decode().strip()
