@@ -130,8 +130,14 @@ class MemoryStore:
     async def put(
         self, key: str, value: JSON, *, expect_version: int | None = None, ttl: float | None = None
     ) -> int:
-        result = await self.commit([Put(key, value, expect_version, ttl)])
-        return result.versions[key]
+        frozen = prepare_op(Put(key, value, expect_version, ttl))
+        now = self._clock.monotonic()
+        self._purge(now)
+        if expect_version is not None:
+            actual = self._version(key, now)
+            if actual != expect_version:
+                raise ConflictError(key, expect_version, actual)
+        return self._write(key, frozen, ttl, now, self._clock.time())
 
     async def delete(self, key: str, *, expect_version: int | None = None) -> bool:
         now = self._clock.monotonic()
