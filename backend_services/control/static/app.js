@@ -420,6 +420,12 @@
   function restartStream() {
     if (controller) controller.abort();
     seenTransitions = new Set();
+    $("transitions").replaceChildren();
+    if (timelineChart) {
+      timelineChart.data.datasets[0].data = [];
+      timelineChart.options.scales.y.labels = [];
+      timelineChart.update("none");
+    }
     stream();
   }
 
