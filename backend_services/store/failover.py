@@ -229,8 +229,17 @@ class FailoverStore:
     async def put(
         self, key: str, value: JSON, *, expect_version: int | None = None, ttl: float | None = None
     ) -> int:
-        result = await self.commit([Put(key, value, expect_version, ttl)])
-        return result.versions[key]
+        def mirror(version: int) -> None:
+            self.memory.mirror_record(key, Record(value, version, self._clock.time()), ttl=ttl)
+
+        version = await self._call(
+            lambda: self.primary.put(key, value, expect_version=expect_version, ttl=ttl), mirror
+        )
+        if version is not DOWN:
+            return version
+        version = await self.memory.put(key, value, expect_version=expect_version, ttl=ttl)
+        self._journal.key_written(key)
+        return version
 
     async def delete(self, key: str, *, expect_version: int | None = None) -> bool:
         existed = await self._call(

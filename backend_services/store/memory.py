@@ -268,18 +268,18 @@ class MemoryStore:
     ) -> None:
         """Make ``key`` hold exactly ``record`` (its version and ``updated_at``), or be
         absent, expiring after ``ttl`` seconds when given. ``seen=True`` (a record that was
-        read, its TTL unknown): a record already held at the same version keeps its expiry."""
+        read, its TTL unknown): a record already held at the same version is the same
+        write, so it keeps its value and expiry and only takes the primary's ``updated_at``."""
         now = self._clock.monotonic()
         entry = self._live(key, now)
         if record is None:
             if entry is not None:
                 del self._records[key]
             return
-        expires = None if ttl is None else now + ttl
         if seen and entry is not None and entry.version == record.version:
-            if entry.updated_at == record.updated_at:
-                return
-            expires = entry.expires
+            entry.updated_at = record.updated_at  # the same write: value and expiry stand
+            return
+        expires = None if ttl is None else now + ttl
         self._records[key] = _Entry(
             freeze(key, record.value), record.version, record.updated_at, expires
         )
