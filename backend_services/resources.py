@@ -30,6 +30,7 @@ from .clock import Clock, resolve_clock
 
 __all__ = [
     "CGROUP_ROOT",
+    "MIN_CPU_INTERVAL",
     "CpuReading",
     "CpuSampler",
     "LoopLagProbe",
@@ -45,6 +46,8 @@ __all__ = [
 CGROUP_ROOT = "/sys/fs/cgroup"
 PROC_SELF_CGROUP = "/proc/self/cgroup"
 _V1_UNLIMITED = 1 << 60  # cgroup v1 reports "no limit" as a huge page-rounded number
+MIN_CPU_INTERVAL = 0.05
+"""CPU readings closer together than this (seconds) are skipped, keeping the baseline."""
 
 
 def _read(path: Path) -> str | None:
@@ -237,7 +240,8 @@ class CpuReading:
 class CpuSampler:
     """CPU usage 0..1 against the container's quota (or else the machine), by deltas.
 
-    The first call only takes a baseline and returns None.
+    The first call only takes a baseline and returns None; so does a call less than
+    :data:`MIN_CPU_INTERVAL` after the baseline (which is then kept).
     """
 
     def __init__(
@@ -251,6 +255,7 @@ class CpuSampler:
         self._use_psutil = use_psutil
         self._prev: tuple[str, float, float, int, int] | None = None
         self._prev_times: Any = None
+        self._prev_times_at = 0.0
 
     def _quota(self) -> float | None:
         p = self._paths
@@ -291,8 +296,11 @@ class CpuSampler:
             counters = self._counters()
             if counters is not None:
                 used, periods, throttled = counters
-                prev, self._prev = self._prev, ("cgroup", now, used, periods, throttled)
-                if prev is None or prev[0] != "cgroup" or now <= prev[1]:
+                prev = self._prev
+                if prev is not None and prev[0] == "cgroup" and now - prev[1] < MIN_CPU_INTERVAL:
+                    return None  # too short to measure: keep the older baseline
+                self._prev = ("cgroup", now, used, periods, throttled)
+                if prev is None or prev[0] != "cgroup":
                     return None
                 cores = max(0.0, used - prev[2]) / (now - prev[1])
                 d_periods = periods - prev[3]
@@ -305,8 +313,10 @@ class CpuSampler:
             return None
         import psutil
 
+        if self._prev_times is not None and now - self._prev_times_at < MIN_CPU_INTERVAL:
+            return None  # too short to measure: keep the older baseline
         times = psutil.cpu_times()
-        prev_times, self._prev_times = self._prev_times, times
+        prev_times, self._prev_times, self._prev_times_at = self._prev_times, times, now
         self._prev = None
         if prev_times is None:
             return None

@@ -131,6 +131,18 @@ class TestCgroupV2Cpu:
         assert reading.limit_cores == 2.0
         assert reading.usage == pytest.approx(0.25)
 
+    def test_too_close_readings_keep_the_baseline(self, tmp_path: Path) -> None:
+        """A read within MIN_CPU_INTERVAL of the baseline is skipped, not re-based."""
+        root, proc = cgroup_v2(
+            tmp_path, cpu_max="100000 100000", cpu_stat="usage_usec 0\nnr_periods 0\n"
+        )
+        sampler = CpuSampler(cgroup_root=root, proc_cgroup=proc, use_psutil=False)
+        assert sampler.read(10.0) is None
+        (root / "cpu.stat").write_text("usage_usec 10000\nnr_periods 1\n")
+        assert sampler.read(10.01) is None
+        (root / "cpu.stat").write_text("usage_usec 400000\nnr_periods 10\n")
+        assert sampler.sample(11.0) == pytest.approx(0.4)
+
     def test_throttling_raises_the_signal(self, tmp_path: Path) -> None:
         """Throttled in 8 of 10 periods: the signal is 0.8 even at modest average use."""
         root, proc = cgroup_v2(
