@@ -69,6 +69,7 @@ _log = get_logger("metrics")
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _KINDS = ("counter", "gauge", "histogram", "untyped")
+_MISSING = object()
 
 
 def _check_name(name: str) -> str:
@@ -156,6 +157,16 @@ class _Metric:
             registry.register(self)
 
     def _key(self, args: tuple[object, ...], kwargs: Mapping[str, object]) -> LabelValues:
+        names = self.labelnames
+        if kwargs and not args and len(kwargs) == len(names):
+            key: list[str] = []
+            for n in names:
+                v = kwargs.get(n, _MISSING)
+                if v is _MISSING:
+                    break
+                key.append(v if type(v) is str else _label_text(v))
+            else:
+                return tuple(key)
         if args and kwargs:
             raise ValidationError("labels", (args, dict(kwargs)), "positional or keyword labels")
         if kwargs:

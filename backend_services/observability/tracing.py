@@ -120,16 +120,33 @@ def set_tracer_provider(provider: Any) -> None:
     _provider = provider
 
 
+_cached: tuple[Any, Any] = (None, None)  # (provider, its tracer or None)
+_UNKNOWN: Final = object()
+
+
 def _tracer() -> Any:
-    """The tracer to use, or ``None`` when nothing would record."""
+    """The tracer to use, or ``None`` when nothing would record (cached per provider)."""
+    global _cached
     if not (AVAILABLE and _switched_on):
         return None
     provider = _provider
     if provider is None:
-        provider = _trace.get_tracer_provider()
-        if isinstance(provider, (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)):
+        # The global provider; reading the module global directly (when this version of
+        # the API has it) keeps the no-provider check free of environment lookups.
+        provider = getattr(_trace, "_TRACER_PROVIDER", _UNKNOWN)
+        if provider is None:
             return None
-    return provider.get_tracer(TRACER_NAME)
+        if provider is _UNKNOWN:
+            provider = _trace.get_tracer_provider()
+    cached_provider, tracer = _cached
+    if provider is cached_provider:
+        return tracer
+    if isinstance(provider, (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)):
+        tracer = None
+    else:
+        tracer = provider.get_tracer(TRACER_NAME)
+    _cached = (provider, tracer)
+    return tracer
 
 
 def enabled() -> bool:
