@@ -4,6 +4,7 @@ callbacks and listeners, feature gating, fallbacks, overrides, admission and sta
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import math
@@ -13,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from backend_services.degradation import AimdLimit
+from backend_services.degradation import ALLOWED_PRIORITIES, AimdLimit
 from backend_services.errors import LifecycleError, RequestShedError, ValidationError
 from backend_services.infrastructure.service_degradation import (
     DegradationEvent,
@@ -658,3 +661,49 @@ class TestLifecycle:
         assert status["current_level"] == "normal"
         assert status["features"]["debug_interface"]["priority"] == "optional"
         assert status["allowed_priorities"] == ["critical", "high", "medium", "low", "optional"]
+
+
+class TestProperties:
+    @given(
+        st.lists(
+            st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 1.0), st.integers(1, 12)),
+            min_size=1,
+            max_size=15,
+        )
+    )
+    def test_enabled_features_match_level_and_recovery_is_stepwise(
+        self, script: list[tuple[float, float, int]]
+    ) -> None:
+        """Driven through the monitoring loop on a fake clock: after every round the
+        enabled features are exactly those the current level allows, and the level never
+        improves by more than one step per recovery_delay."""
+
+        async def scenario() -> None:
+            clock = FakeClock()
+            cpu, mem = Usage(0.0), Usage(0.0)
+            m = ServiceDegradationManager(
+                "p", None, 5.0, 20.0, clock=clock, redis_url=None, builtin_monitors=False
+            )
+            m.register_resource_monitor(R.CPU, cpu, in_thread=False)
+            m.register_resource_monitor(R.MEMORY, mem, in_thread=False)
+            features(m)
+            improvements: list[tuple[float, int]] = []
+            m.add_recovery_callback(lambda lv: improvements.append((clock.monotonic(), lv.rank)))
+            await m.initialize()
+            await clock.advance(0)
+            try:
+                for c, mm, rounds in script:
+                    cpu.value, mem.value = c, mm
+                    for _ in range(rounds):
+                        before = m.current_level
+                        await clock.advance(5.0)
+                        assert m.current_level.rank >= before.rank - 1
+                        allowed = ALLOWED_PRIORITIES[m.current_level]
+                        expected = {n for n, f in m.features.items() if f.priority in allowed}
+                        assert await enabled(m) == expected
+                times = [t for t, _ in improvements]
+                assert all(b - a >= 20.0 for a, b in itertools.pairwise(times))
+            finally:
+                await m.shutdown()
+
+        asyncio.run(scenario())
