@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
+from json.scanner import make_scanner
 from typing import Any
 
 import redis.exceptions as rex
@@ -77,6 +78,9 @@ DEFAULT_CONNECT_TIMEOUT = 1.0
 _log = get_logger("store.redis")
 _dumps = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False).encode
 _loads = json.loads
+_scan = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+"""Parses one JSON value at an offset (what json.loads does, minus its whitespace checks:
+records hold compact JSON written by this module)."""
 _ERRORS = (rex.RedisError, rex.RedisClusterException, OSError)
 _SAFE_POLICY = "noeviction"
 
@@ -381,13 +385,18 @@ class RedisStore:
     def _record(self, key: str, raw: bytes) -> Record | None:
         try:
             version, updated_at, body = raw.split(b":", 2)
-            return Record(_loads(body), int(version), float(updated_at))
-        except ValueError:
-            _log.warning("corrupt_record", key=key, expected="<version>:<updated_at>:<JSON>")
-            return None
+            text = body.decode()
+            value, end = _scan(text, 0)
+            if end == len(text):
+                return Record(value, int(version), float(updated_at))
+        except (ValueError, StopIteration):
+            pass
+        _log.warning("corrupt_record", key=key, expected="<version>:<updated_at>:<JSON>")
+        return None
 
     async def get(self, key: str) -> Record | None:
-        check_key("key", key)
+        if type(key) is not str or not key:
+            check_key("key", key)
         try:
             raw = await self._client.execute_command("GET", self._doc + key)
         except _ERRORS as exc:
@@ -396,6 +405,15 @@ class RedisStore:
             self._up()
         if raw is None:
             return None
+        # the hot path: parse inline (see _record for the checks spelled out)
+        try:
+            version, updated_at, body = raw.split(b":", 2)
+            text = body.decode()
+            value, end = _scan(text, 0)
+            if end == len(text):
+                return Record(value, int(version), float(updated_at))
+        except (ValueError, StopIteration):
+            pass
         return self._record(key, raw)
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, Record]:
@@ -422,16 +440,29 @@ class RedisStore:
     async def put(
         self, key: str, value: JSON, *, expect_version: int | None = None, ttl: float | None = None
     ) -> int:
-        check_key("key", key)
-        body = _encode(key, value)
+        if type(key) is not str or not key:
+            check_key("key", key)
+        try:
+            body = _dumps(value)
+        except (TypeError, ValueError, RecursionError):
+            body = _encode(key, value)  # raises the ValidationError
         expect = "" if expect_version is None else _expect(expect_version)
         ttl_ms = "" if ttl is None else _ttl_ms(ttl)
-        version: int = await self._eval(
-            self._put, (self._doc + key,), (expect, repr(self._time()), ttl_ms, body)
-        )
+        rkey = self._doc + key
+        at = repr(self._time())
+        try:
+            version = await self._client.execute_command(
+                "EVALSHA", self._put.sha, 1, rkey, expect, at, ttl_ms, body
+            )
+        except rex.NoScriptError:
+            version = await self._eval_loaded(self._put, (rkey,), (expect, at, ttl_ms, body))
+        except _ERRORS as exc:
+            raise self._fail(exc) from exc
+        if not self._connected:
+            self._up()
         if version < 0:
             raise ConflictError(key, expect_version, -1 - version)
-        return version
+        return int(version)
 
     async def delete(self, key: str, *, expect_version: int | None = None) -> bool:
         check_key("key", key)
@@ -451,6 +482,12 @@ class RedisStore:
         ops = list(ops)
         if not ops:
             return CommitResult()
+        single = ops[0]
+        if len(ops) == 1 and type(single) is Put:  # one write: the lighter put script
+            version = await self.put(
+                single.key, single.value, expect_version=single.expect_version, ttl=single.ttl
+            )
+            return CommitResult({single.key: version})
         k = self._keys
         keys: list[str] = []
         args: list[Any] = [repr(self._time())]
