@@ -123,3 +123,42 @@ async def test_fleet_across_processes(redis_url: str) -> None:
     async with GlobalDegradationManager(redis_url=redis_url) as after:
         status = await after.get_global_status()
     assert status["total_instances"] == 0  # clean shutdowns withdrew their records
+
+
+async def test_losing_redis_never_forces_degradation(redis_server_factory: Any) -> None:
+    """With the real server stopped mid-run the manager keeps its local level, keeps
+    monitoring and answering; when the server is back its record is published again."""
+    from backend_services.degradation.fleet import instance_key
+    from backend_services.infrastructure.service_degradation import (
+        DegradationLevel,
+        ResourceType,
+        ServiceDegradationManager,
+    )
+
+    server = redis_server_factory()
+    m = ServiceDegradationManager(
+        "survivor", redis_url=server.url, builtin_monitors=False, check_interval=0.1
+    )
+    m.register_resource_monitor(ResourceType.CPU, lambda: 0.2, in_thread=False)
+    await m.initialize()
+    try:
+        server.stop()
+        for _ in range(10):  # several monitoring rounds against a dead server
+            level = await asyncio.wait_for(m.check_resources(), 10)
+            assert level is DegradationLevel.NORMAL
+        assert await m.is_feature_enabled("anything") is False  # still answers locally
+        assert m.current_level is DegradationLevel.NORMAL
+        server.start()
+        async with GlobalDegradationManager(redis_url=server.url) as g:
+            found = False
+            for _ in range(300):  # reconnect + next publish (real time, bounded)
+                store = g.store
+                assert store is not None
+                if await store.get(instance_key(m.instance_id)) is not None:
+                    found = True
+                    break
+                m._want_publish()
+                await asyncio.sleep(0.05)
+            assert found
+    finally:
+        await m.shutdown()
