@@ -41,6 +41,7 @@ import redis.exceptions as rex
 from ..clock import Clock, resolve_clock
 from ..errors import (
     ConflictError,
+    LifecycleError,
     StoreConfigurationError,
     StoreError,
     StoreUnavailableError,
@@ -132,6 +133,14 @@ def _members(members: Sequence[str]) -> None:
 
 def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _older_than(version: str, minimum: tuple[int, int]) -> bool:
+    parts = version.split(".")
+    try:
+        return (int(parts[0]), int(parts[1])) < minimum
+    except (ValueError, IndexError):
+        return False
 
 
 def _one_node(reply: Any) -> dict[str, Any]:
@@ -293,9 +302,9 @@ class RedisStore:
         StoreUnavailableError when it cannot be reached, StoreConfigurationError when it
         refuses us or holds another key layout."""
         if self._closed:
-            raise StoreConfigurationError(f"RedisStore for {self._where} is closed")
+            raise LifecycleError(f"RedisStore for {self._where} is closed; make a new one")
         try:
-            hello = _one_node(await self._client.execute_command("HELLO", **self._anywhere))
+            hello = await self._hello()
             await self._check_schema()
             await self._load_scripts()
         except StoreError:
@@ -304,6 +313,13 @@ class RedisStore:
             raise self._fail(exc) from exc
         self.server_name = _text(hello.get("server", "redis"))
         self.server_version = _text(hello.get("version", "unknown"))
+        if _older_than(self.server_version, (6, 2)):
+            _log.warning(
+                "server_version_untested",
+                url=self._where,
+                version=self.server_version,
+                expected="Redis 6.2 or later, or Valkey",
+            )
         await self._check_eviction()
         self._up()
         _log.info(
@@ -314,6 +330,16 @@ class RedisStore:
             version=self.server_version,
             namespace=self.namespace,
         )
+
+    async def _hello(self) -> dict[str, Any]:
+        """Who the server is (HELLO, allowed to every ACL user); PING where HELLO is unknown."""
+        try:
+            return _one_node(await self._client.execute_command("HELLO", **self._anywhere))
+        except rex.ResponseError as exc:
+            if "unknown command" not in str(exc).lower():
+                raise
+        await self._client.execute_command("PING", **self._anywhere)
+        return {}
 
     async def _check_schema(self) -> None:
         key = self._keys.schema

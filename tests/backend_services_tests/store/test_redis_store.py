@@ -15,7 +15,11 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from backend_services.errors import StoreConfigurationError, StoreUnavailableError
+from backend_services.errors import (
+    LifecycleError,
+    StoreConfigurationError,
+    StoreUnavailableError,
+)
 from backend_services.store import Append, Put, PutIfNewer, SetAdd
 from backend_services.store.redis import RedisStore
 from backend_services.testing import FakeClock, RedisServer
@@ -394,3 +398,12 @@ async def test_reconciliation_keeps_the_writers_time(make_store: StoreFactory) -
     assert rec.updated_at == at
     skipped = await store.commit([PutIfNewer("k", {"v": 0}, updated_at=at)])
     assert skipped.versions == {"k": -1}
+
+
+async def test_a_closed_store_cannot_be_initialized_again(redis_url: str) -> None:
+    """After close(), initialize() raises LifecycleError; async with closes on exit."""
+    async with RedisStore(redis_url, namespace="life") as store:
+        assert store.status().connected is True
+    assert store.status().connected is False
+    with pytest.raises(LifecycleError, match="closed"):
+        await store.initialize()
