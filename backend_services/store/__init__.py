@@ -1,5 +1,9 @@
 """Shared state: one protocol, an in-memory and a Redis implementation, and failover."""
 
+from .factory import open_store
+from .failover import FailoverStore
+from .feed import FeedFollower
+from .memory import MemoryStore
 from .protocol import (
     JSON,
     Append,
@@ -17,6 +21,7 @@ from .protocol import (
     Store,
     StoreStatus,
 )
+from .redis import RedisStore
 
 __all__ = [
     "JSON",
@@ -24,14 +29,19 @@ __all__ = [
     "Check",
     "CommitResult",
     "Delete",
+    "FailoverStore",
     "FeedBatch",
     "FeedEvent",
+    "FeedFollower",
+    "MemoryStore",
     "Operation",
     "Put",
     "PutIfNewer",
     "Record",
+    "RedisStore",
     "SetAdd",
     "SetRemove",
     "Store",
     "StoreStatus",
+    "open_store",
 ]
