@@ -9,14 +9,15 @@
     ├── AuthorizationError (also PermissionError) . missing or wrong credentials
     ├── StoreError ................................ shared-state store problems
     │   ├── StoreUnavailableError ................. the server cannot be reached right now
-    │   ├── StoreConfigurationError ............... wrong password / ACL / untrusted TLS cert
+    │   ├── StoreConfigurationError (also ValueError) . wrong password / ACL / untrusted TLS
     │   └── ConflictError ......................... a compare-and-set saw another version
     ├── CircuitBreakerException ................... a call was not permitted by a breaker
     ├── ServiceUnavailableError ................... no endpoint could serve a request
     ├── RequestShedError .......................... admission control rejected work
-    └── LifecycleError ............................ used before ``initialize()`` / after close
+    └── LifecycleError (also RuntimeError) ........ used before ``initialize()`` / after close
 
-Every message says what was wrong, with which value, and what was expected.
+Every message says what was wrong, with which value, and what was expected. Every class
+pickles (errors may cross process boundaries) with its attributes intact.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ __all__ = [
 
 class BackendServicesError(Exception):
     """Root of every error this library raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default rebuilds with ``cls(*self.args)``, which breaks for subclasses whose
+        # ``__init__`` takes other arguments than the message: restore without __init__.
+        return (_restore, (type(self), self.args), self.__dict__)
 
 
 class ValidationError(BackendServicesError, ValueError):
@@ -97,6 +103,7 @@ class CircuitBreakerException(BackendServicesError):
 
     ``circuit_name`` and ``state`` name the breaker and its state; ``retry_after`` is the
     number of seconds until the next trial call is allowed (``None`` when unknown).
+    The message is built when first shown (rejections are cheap); the exception pickles.
     """
 
     def __init__(
@@ -109,12 +116,17 @@ class CircuitBreakerException(BackendServicesError):
         self.circuit_name = circuit_name
         self.state = state
         self.retry_after = retry_after
-        if message is None:
-            state_text = getattr(state, "value", state)
-            message = f"circuit {circuit_name!r} is {state_text}; call not permitted"
-            if retry_after is not None:
-                message += f"; next trial in {max(0.0, retry_after):.3f}s"
-        super().__init__(message)
+        self._message = message
+        super().__init__(circuit_name, state, retry_after, message)
+
+    def __str__(self) -> str:
+        if self._message is None:
+            state_text = getattr(self.state, "value", self.state)
+            message = f"circuit {self.circuit_name!r} is {state_text}; call not permitted"
+            if self.retry_after is not None:
+                message += f"; next trial in {max(0.0, self.retry_after):.3f}s"
+            self._message = message
+        return self._message
 
 
 class ServiceUnavailableError(BackendServicesError):
@@ -131,6 +143,14 @@ class RequestShedError(BackendServicesError):
 
 class LifecycleError(BackendServicesError, RuntimeError):
     """A component was used in the wrong lifecycle phase (e.g. after ``shutdown()``)."""
+
+
+def _restore(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    """Unpickle an error: create it without calling ``__init__``; pickle then restores
+    its attributes (``__dict__``)."""
+    error = cls.__new__(cls)
+    error.args = args
+    return error
 
 
 def _short(value: Any, limit: int = 80) -> str:
