@@ -30,6 +30,15 @@ from ..tasks import Supervisor
 if TYPE_CHECKING:
     from .service_degradation import ServiceDegradationManager
 
+
+def raise_if_cancelling(exc: BaseException) -> None:
+    """Re-raise as a cancellation when the current task is being cancelled (a client
+    library may turn a cancellation into a timeout error)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError() from exc
+
+
 __all__ = ["FleetLink"]
 
 _log = get_logger("service_degradation")
@@ -108,6 +117,7 @@ class FleetLink:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelling(exc)
                 # Sharing is best effort: the local level never depends on the store.
                 self.publish_errors += 1
                 _log.warning("publish_failed", service=manager.service_name, error=repr(exc))

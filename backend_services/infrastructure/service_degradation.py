@@ -57,7 +57,7 @@ from ..settings import UNSET, Settings, Unset, load_settings, pick, resolve_redi
 from ..store.protocol import Store
 from ..tasks import Supervisor
 from .degradation_global import GlobalDegradationManager, get_global_degradation_manager
-from .degradation_link import FleetLink
+from .degradation_link import FleetLink, raise_if_cancelling
 from .degradation_sampling import MonitorFunction, Sampler
 
 __all__ = [
@@ -91,6 +91,7 @@ async def _call(fn: Callable[..., Any], what: str, service: str, *args: Any) -> 
     except asyncio.CancelledError:
         raise
     except Exception as exc:
+        raise_if_cancelling(exc)
         _log.exception("callback_failed", service=service, callback=what, error=repr(exc))
 
 
@@ -313,7 +314,7 @@ class ServiceDegradationManager:
             store = open_store(self._redis_url, clock=self._clock)
             await store.initialize()
             self._store = store
-        self._supervisor = Supervisor(f"degradation:{self.service_name}", clock=self._clock)
+        self._supervisor = Supervisor(f"degradation:{self.instance_id}", clock=self._clock)
         self._started = True
         self._sampler.prime(self._clock.monotonic())
         if self._store is not None:
@@ -344,10 +345,8 @@ class ServiceDegradationManager:
         if self._expiry_task is not None:
             self._expiry_task.cancel()
             await asyncio.gather(self._expiry_task, return_exceptions=True)
-        if self._link is not None:
-            await self._link.stop()
         if self._supervisor is not None:
-            await self._supervisor.close()
+            await self._close_supervisor(self._supervisor)
         if self._link is not None:
             try:
                 await asyncio.wait_for(self._link.withdraw(), 2.0)
@@ -356,6 +355,20 @@ class ServiceDegradationManager:
         if self._store is not None and self._owns_store and self._started:
             await self._store.close()
         _log.info("degradation_stopped", service=self.service_name)
+
+    async def _close_supervisor(self, supervisor: Supervisor) -> None:
+        """Cancel the background tasks; cancel again any that swallowed a cancellation
+        (a client library may turn one into a timeout error), for at most ~5 s."""
+        closing = asyncio.ensure_future(supervisor.close())
+        prefix = supervisor.owner + ":"
+        for _ in range(10):
+            done, _ = await asyncio.wait({closing}, timeout=0.5)
+            if done:
+                return
+            for task in asyncio.all_tasks():
+                if task.get_name().startswith(prefix) and not task.done():
+                    task.cancel()
+        _log.warning("shutdown_incomplete", service=self.service_name, tasks=supervisor.names)
 
     close = shutdown
 
