@@ -29,7 +29,8 @@ family                                                      labels
 ``degradation_shed_requests_total``                         service, priority
 ``degradation_events_total``                                service
 ``config_version`` / ``config_entries``                     service
-``config_reloads_total`` / ``config_rejected_changes_total``  service
+``config_reloads_total`` / ``config_changes_total``         service
+``config_rejected_changes_total``                           service, source
 ``client_requests_total``                                   service_type, outcome
 ==========================================================  ===========================
 """
@@ -287,34 +288,53 @@ def degradation_families(source: Any) -> list[MetricFamily]:
 
 
 def config_families(source: Any) -> list[MetricFamily]:
-    """Families of configuration managers (one, or an iterable): version, reloads,
-    rejected changes, entries — read from ``get_metrics()``."""
+    """Families of configuration managers (one, or an iterable): version in force,
+    reloads, rejected changes (by source), applied changes, conflicts, entries and the
+    store connection — read from ``get_metrics()``."""
     version = MetricFamily(
         P + "config_version", "gauge", "Number of the configuration version in force."
     )
-    reloads = MetricFamily(P + "config_reloads_total", "counter", "Configuration reloads.")
+    reloads = MetricFamily(P + "config_reloads_total", "counter", "Configuration file reloads.")
     rejected = MetricFamily(
-        P + "config_rejected_changes_total", "counter", "Changes refused by validation."
+        P + "config_rejected_changes_total",
+        "counter",
+        "Changes refused by validation (api: set/import/rollback; file: a bad file).",
     )
     entries = MetricFamily(P + "config_entries", "gauge", "Configuration keys in force.")
-    changes = MetricFamily(P + "config_changes_total", "counter", "Applied changes.")
+    changes = MetricFamily(P + "config_changes_total", "counter", "Changes applied.")
+    conflicts = MetricFamily(
+        P + "config_conflicts_total", "counter", "Concurrent commits that lost and retried."
+    )
+    connected = MetricFamily(
+        P + "store_connected",
+        "gauge",
+        "1 while the preferred store backend answers (Redis when configured).",
+    )
     managers = [source] if hasattr(source, "get_metrics") else list(source or [])
     for mgr in managers:
         m = mgr.get_metrics()
-        lab = {"service": str(getattr(mgr, "service_name", m.get("service_name", "?")))}
-        for fam, keys in (
-            (version, ("version_number", "version", "current_version")),
-            (reloads, ("reloads", "reload_count")),
-            (rejected, ("rejected_changes", "validation_failures", "rejected")),
-            (entries, ("entries", "total_keys", "config_entries")),
-            (changes, ("changes", "changes_applied")),
+        service = str(getattr(mgr, "service_name", m.get("service_name", "?")))
+        lab = {"service": service}
+        for fam, key in (
+            (version, "version"),
+            (reloads, "file_reloads"),
+            (entries, "total_keys"),
+            (changes, "changes_applied"),
+            (conflicts, "conflicts"),
         ):
-            for key in keys:
-                v = _num(m.get(key))
-                if v is not None:
-                    fam.add(v, lab)
-                    break
-    return [version, reloads, rejected, entries, changes]
+            v = _num(m.get(key))
+            if v is not None:
+                fam.add(v, lab)
+        for src, key in (("api", "validation_failures"), ("file", "file_rejections")):
+            v = _num(m.get(key))
+            if v is not None:
+                rejected.add(v, {"service": service, "source": src})
+        if "store_connected" in m:
+            backend = str(m.get("store_backend", "unknown"))
+            connected.add(
+                bool(m["store_connected"]), {"component": f"config:{service}", "backend": backend}
+            )
+    return [version, reloads, rejected, entries, changes, conflicts, connected]
 
 
 def client_families(clients: Any) -> list[MetricFamily]:
