@@ -52,17 +52,28 @@ def _bad(field: str, value: Any, expected: str) -> ConfigValidationError:
 # --- entries and versions --------------------------------------------------------------
 
 
+_SOURCE_TEXT: Final = {s: s.value for s in ConfigSource}
+
+
 def encode_entry(entry: Entry, *, reveal: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if entry.secret and not reveal:
-        out["sealed"] = entry.sealed
-    else:
-        out["value"] = None if entry.value is UNREADABLE else entry.value
+    source = _SOURCE_TEXT[entry.source]
     if entry.secret:
+        out: dict[str, Any] = (
+            {"value": None if entry.value is UNREADABLE else entry.value}
+            if reveal
+            else {"sealed": entry.sealed}
+        )
         out["secret"] = True
-    out["source"] = entry.source.value
-    out["version"] = entry.version
-    out["updated_at"] = entry.updated_at
+        out["source"] = source
+        out["version"] = entry.version
+        out["updated_at"] = entry.updated_at
+    else:
+        out = {
+            "value": entry.value,
+            "source": source,
+            "version": entry.version,
+            "updated_at": entry.updated_at,
+        }
     if entry.author is not None:
         out["author"] = entry.author
     return out

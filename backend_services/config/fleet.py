@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..errors import ConfigValidationError
-from ..store.protocol import Append, Delete, Operation, Put, SetAdd
+from ..store.protocol import Append, Delete, Operation, Put, PutIfNewer, SetAdd
 from .documents import encode_entry, encode_record
 from .model import Entry, VersionRecord
 
@@ -48,33 +48,28 @@ DEFAULT_EMBED_LIMIT: Final = 256
 STREAM_MAXLEN: Final = 10_000
 
 
-@dataclass(frozen=True, slots=True)
 class FleetKeys:
     """Store key names of one service's configuration."""
 
-    service: str
+    __slots__ = ("_entry", "_version", "head", "keys", "prefix", "service", "stream")
 
-    @property
-    def prefix(self) -> str:
-        return f"config:{self.service}:"
-
-    @property
-    def head(self) -> str:
-        return self.prefix + "head"
-
-    @property
-    def keys(self) -> str:
-        return self.prefix + "keys"
-
-    @property
-    def stream(self) -> str:
-        return self.prefix + "changes"
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.prefix = f"config:{service}:"
+        self.head = self.prefix + "head"
+        self.keys = self.prefix + "keys"
+        self.stream = self.prefix + "changes"
+        self._entry = self.prefix + "entry:"
+        self._version = self.prefix + "version:"
 
     def entry(self, key: str) -> str:
-        return self.prefix + "entry:" + key
+        return self._entry + key
 
     def version(self, version_id: str) -> str:
-        return self.prefix + "version:" + version_id
+        return self._version + version_id
+
+    def __repr__(self) -> str:
+        return f"FleetKeys({self.service!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +152,7 @@ def commit_ops(
     extra_records: Iterable[VersionRecord] = (),
     also_write: Mapping[str, Entry] | None = None,
     also_delete: Iterable[str] = (),
+    newest_wins: Mapping[str, float] | None = None,
     tombstone_ttl: float = DEFAULT_TOMBSTONE_TTL,
     embed_limit: int = DEFAULT_EMBED_LIMIT,
 ) -> list[Operation]:
@@ -167,7 +163,11 @@ def commit_ops(
     conditional too (used when reconciling, where entries may change under us);
     ``also_write`` writes entries the record does not change (re-seeding a store),
     ``also_delete`` leaves tombstones for keys the record does not change, and
-    ``extra_records`` stores older records (the retained history) beside it."""
+    ``extra_records`` stores older records (the retained history) beside it.
+
+    ``newest_wins`` (key -> deletion time) makes every entry write a reconciliation write
+    (:class:`PutIfNewer` at the entry's own write time, tombstones at their deletion
+    time), so a newer write still arriving from an outage is never overwritten."""
     meta = record.meta
     ops: list[Operation] = [
         Put(
@@ -177,35 +177,32 @@ def commit_ops(
         )
     ]
     added: list[str] = []
-    for key, (_old, new) in record.changes.items():
+
+    def write(key: str, entry: Entry | None) -> None:
         expect = None if entry_revisions is None else entry_revisions.get(key)
-        if new is None:
-            ops.append(
-                Put(
-                    keys.entry(key),
-                    tombstone_value(meta.version, meta.created_at, meta.author),
-                    expect_version=expect,
-                    ttl=tombstone_ttl,
-                )
-            )
+        if entry is None:
+            tomb = tombstone_value(meta.version, meta.created_at, meta.author)
+            if newest_wins is not None:
+                at = newest_wins.get(key, meta.created_at)
+                tomb["updated_at"] = at
+                ops.append(PutIfNewer(keys.entry(key), tomb, at, ttl=tombstone_ttl))
+            else:
+                ops.append(Put(keys.entry(key), tomb, expect_version=expect, ttl=tombstone_ttl))
+            return
+        if newest_wins is not None:
+            ops.append(PutIfNewer(keys.entry(key), encode_entry(entry), entry.updated_at))
         else:
-            ops.append(Put(keys.entry(key), encode_entry(new), expect_version=expect))
-            added.append(key)
+            ops.append(Put(keys.entry(key), encode_entry(entry), expect_version=expect))
+        added.append(key)
+
+    for key, (_old, new) in record.changes.items():
+        write(key, new)
     for key, entry in (also_write or {}).items():
         if key not in record.changes:
-            ops.append(Put(keys.entry(key), encode_entry(entry)))
-            added.append(key)
+            write(key, entry)
     for key in also_delete:
         if key not in record.changes:
-            expect = None if entry_revisions is None else entry_revisions.get(key)
-            ops.append(
-                Put(
-                    keys.entry(key),
-                    tombstone_value(meta.version, meta.created_at, meta.author),
-                    expect_version=expect,
-                    ttl=tombstone_ttl,
-                )
-            )
+            write(key, None)
     if added:
         ops.append(SetAdd(keys.keys, tuple(added)))
     encoded = encode_record(record)

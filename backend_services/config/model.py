@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
@@ -106,7 +106,7 @@ class Entry:
 
     def restamped(self, version: int, updated_at: float, author: str | None) -> Entry:
         """This content written again at ``version``."""
-        return replace(self, version=version, updated_at=updated_at, author=author)
+        return Entry(self.value, self.source, version, updated_at, author, self.secret, self.sealed)
 
     def shown(self) -> Any:
         """The value fit for logs and summaries (secrets redacted)."""

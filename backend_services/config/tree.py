@@ -9,6 +9,7 @@ dict of everything under it.
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_KEY_LENGTH: Final = 256
+_SPACE: Final = re.compile(r"\s")
 
 
 def check_key(key: Any, max_length: int = DEFAULT_MAX_KEY_LENGTH) -> str:
@@ -33,11 +35,11 @@ def check_key(key: Any, max_length: int = DEFAULT_MAX_KEY_LENGTH) -> str:
         raise ConfigValidationError("key", key, "a string")
     if not key or len(key) > max_length:
         raise ConfigValidationError("key", key, f"1 to {max_length} characters")
-    if any(part == "" for part in key.split(".")):
+    if key[0] == "." or key[-1] == "." or ".." in key:
         raise ConfigValidationError(
             "key", key, "dot-separated non-empty names (no leading, trailing or double dots)"
         )
-    if any(ch.isspace() or not ch.isprintable() for ch in key):
+    if not key.isprintable() or _SPACE.search(key) is not None:
         raise ConfigValidationError("key", key, "no whitespace or control characters")
     return key
 

@@ -107,6 +107,7 @@ class FleetSync:
         self._wake = asyncio.Event()
         self._remove_listener: Callable[[], None] | None = None
         self._failover = callable(getattr(store, "add_listener", None))
+        self._stopping = False
         self.local_only: set[str] = set()
         """Ids of versions applied locally that the store has not confirmed."""
         self.resyncs = 0
@@ -144,6 +145,10 @@ class FleetSync:
         self._supervisor.spawn("config-resync", self._resync_loop, backoff=Backoff(0.05, 5.0))
 
     async def stop(self) -> None:
+        # loops also end on this flag: a cancellation swallowed inside a client library
+        # (an asyncio timeout race) must not leave a loop waiting forever
+        self._stopping = True
+        self._wake.set()
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
@@ -285,9 +290,11 @@ class FleetSync:
 
     async def _resync_loop(self) -> None:
         backoff = Backoff(initial=0.05, maximum=5.0)
-        while True:
+        while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
+            if self._stopping:
+                return
             if self._failover and not self.connected:
                 continue  # the store's reconnect listener wakes us
             try:
@@ -392,7 +399,7 @@ class FleetSync:
         if head_rec is None and local_head is None and not history.current:
             self.head_revision = 0
             return True
-        entries, tombs, revisions, gone = await self._load_entries()
+        entries, tombs, _revisions, gone = await self._load_entries()
         if gone:
             await self._prune(gone)
         if head_rec is None and self._private and not entries:
@@ -406,7 +413,7 @@ class FleetSync:
         verified = False
         if head is not None and fetched is not None:
             chain, verified = self._rebuild(history, fetched, entries)
-        merged, ours_newer = self._merge(entries, tombs, head, history, damaged=damaged)
+        merged, ours_newer, deleted_at = self._merge(entries, tombs, head, history, damaged=damaged)
         if (
             head is not None
             and head_rec is not None
@@ -430,7 +437,7 @@ class FleetSync:
             chain,
             damaged,
             entries,
-            revisions,
+            deleted_at,
             merged,
         )
 
@@ -441,7 +448,7 @@ class FleetSync:
         chain: VersionHistory,
         damaged: bool,
         entries: Mapping[str, Entry],
-        revisions: Mapping[str, int],
+        deleted_at: Mapping[str, float],
         merged: Mapping[str, Entry],
     ) -> bool:
         """Commit the merged content as a version above both heads.
@@ -470,11 +477,8 @@ class FleetSync:
                 if old is not None:
                     changes[key] = (old, None)
             elif old is None or not old.same_content(new):
-                changes[key] = (old, new.restamped(version, new.updated_at, new.author))
+                changes[key] = (old, new)  # kept as written: newest-write-wins stays true
         after = dict(merged)
-        for key, (_old, new) in changes.items():
-            if new is not None:
-                after[key] = new
         also_write = {
             k: e
             for k, e in after.items()
@@ -515,10 +519,10 @@ class FleetSync:
             record,
             head_revision=head_revision,
             history=keep,
-            entry_revisions={k: revisions.get(k, 0) for k in [*changes, *also_write, *also_delete]},
             extra_records=[r for r in prior if r.id in kept] if head is None else (),
             also_write=also_write,
             also_delete=also_delete,
+            newest_wins=deleted_at,
             tombstone_ttl=self._tombstone_ttl,
             embed_limit=self._embed_limit,
         )
@@ -602,7 +606,7 @@ class FleetSync:
         history: VersionHistory,
         *,
         damaged: bool,
-    ) -> tuple[dict[str, Entry], set[str]]:
+    ) -> tuple[dict[str, Entry], set[str], dict[str, float]]:
         """The store's entries plus local state the store lacks and that is newer than
         what it holds (newest write wins, tombstones included).
 
@@ -635,7 +639,9 @@ class FleetSync:
                 elif theirs is None or not theirs.same_content(mine):
                     merged[key] = mine
                     ours_newer.add(key)
-        return merged, ours_newer
+        times = dict(tombs)
+        times.update({k: deleted_at[k] for k in ours_newer if k in deleted_at and k not in merged})
+        return merged, ours_newer, times
 
     async def _seed_private(self) -> bool:
         """Fill a private (in-memory) store with our state as it is: no new version."""

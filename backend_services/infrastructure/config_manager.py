@@ -206,6 +206,7 @@ class ConfigurationManager:
         self._patterns: list[str] = []
         self._exact_secret: set[str] = set()
         self._secret_cache: dict[str, bool] = {}
+        self._redact_cache: dict[str, bool] = {}
         for pattern in secret_keys:
             self._add_secret_pattern(pattern)
         keys_text = (
@@ -341,18 +342,39 @@ class ConfigurationManager:
             self._state = "closed"
             return
         self._state = "closing"
-        if self._fleet is not None:
-            await self._fleet.stop()
-        if self._supervisor is not None:
-            await self._supervisor.close()
+        self._lkg_dirty.set()  # wakes the writer loop, which ends on the state
+        if self._store is not None and self._own_store:
+            # closing the store first wakes a feed read blocked on the server, so the
+            # follower ends promptly instead of being cancelled mid-command
+            await self._store.close()
+        await self._stop_background()
         if self.last_known_good_path is not None:
             await self._save_lkg()
-        if self._store is not None and self._own_store:
-            await self._store.close()
         self._state = "closed"
         _log.info("config_shutdown", service=self.service_name, version=self._history.version)
 
     close = shutdown
+
+    async def _stop_background(self) -> None:
+        """Stop the follower and every background task. A cancellation lost inside a
+        client library (an asyncio timeout race) is retried, so shutdown never hangs."""
+
+        async def stop_all() -> None:
+            if self._fleet is not None:
+                await self._fleet.stop()
+            if self._supervisor is not None:
+                await self._supervisor.close()
+
+        stopping = asyncio.ensure_future(stop_all())
+        prefix = f"{self._supervisor.owner}:" if self._supervisor is not None else "\0"
+        for _ in range(10):
+            done, _pending = await asyncio.wait({stopping}, timeout=1.0)
+            if done:
+                return
+            for task in asyncio.all_tasks():
+                if task.get_name().startswith(prefix) and not task.done():
+                    task.cancel()
+        _log.warning("config_shutdown_tasks_still_running", service=self.service_name)
 
     async def __aenter__(self) -> ConfigurationManager:
         await self.initialize()
@@ -494,6 +516,7 @@ class ConfigurationManager:
         else:
             self._exact_secret.add(check_key(pattern))
         self._secret_cache.clear()
+        self._redact_cache.clear()
 
     def mark_secret(self, *keys: str) -> None:
         """Treat ``keys`` (exact keys or glob patterns such as ``"*.password"``) as
@@ -514,7 +537,12 @@ class ConfigurationManager:
         return hit
 
     def _redacted_name(self, key: str) -> bool:
-        return self._marked(key) or _looks_secret(key)
+        hit = self._redact_cache.get(key)
+        if hit is None:
+            hit = self._marked(key) or _looks_secret(key)
+            if len(self._redact_cache) < 100_000:
+                self._redact_cache[key] = hit
+        return hit
 
     def open_secret(self, key: str, token: str) -> Any:
         """Decrypt a sealed value (UNREADABLE, reported once, when no key fits)."""
@@ -1263,8 +1291,10 @@ class ConfigurationManager:
 
     async def _watch_loop(self) -> None:
         assert self.config_file is not None
-        while True:
+        while self._state == "running":
             await self._clock.sleep(self._watch_interval)
+            if self._state != "running":
+                return
             action = self._watch.observe(stat_file(self.config_file), self._clock.monotonic())
             if action is WatchAction.MISSING:
                 _log.warning(
@@ -1366,9 +1396,11 @@ class ConfigurationManager:
             _log.warning("config_last_known_good_write_failed", path=str(path), error=repr(exc))
 
     async def _lkg_loop(self) -> None:
-        while True:
+        while self._state == "running":
             await self._lkg_dirty.wait()
             self._lkg_dirty.clear()
+            if self._state != "running":
+                return  # shutdown writes the final copy
             await self._save_lkg()
 
     # ------------------------------------------------------------------ reporting ----
