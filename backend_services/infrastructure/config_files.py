@@ -16,20 +16,32 @@ import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Final
 
+from ..config.documents import LastKnownGood, Opener, decode_lkg, load
+from ..config.sources import parse_document
+from ..config.validation import Limits, check_value
 from ..config.watch import FileStamp
 from ..errors import ConfigValidationError
+from ..log import get_logger
 
 __all__ = [
+    "MAX_FILE_BYTES",
     "STATE_DIR_ENV",
     "default_lkg_path",
     "default_state_dir",
+    "load_last_known_good",
+    "read_config_file",
     "read_text",
     "stat_file",
     "write_atomic",
 ]
 
-STATE_DIR_ENV = "DTESN_CONFIG_STATE_DIR"
+_log = get_logger("config_manager")
+
+STATE_DIR_ENV: Final = "DTESN_CONFIG_STATE_DIR"
+MAX_FILE_BYTES: Final = 16 << 20
+MAX_LKG_BYTES: Final = 1 << 30
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -96,3 +108,34 @@ def write_atomic(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def read_config_file(path: Path, limits: Limits) -> tuple[dict[str, Any], str] | None:
+    """The file's flat, checked values and its SHA-256; None when it does not exist.
+    A file that cannot be read or parsed raises ConfigValidationError naming it."""
+    got = read_text(path, MAX_FILE_BYTES)
+    if got is None:
+        return None
+    text, sha = got
+    flat = parse_document(text, str(path))
+    return {k: check_value(k, v, limits) for k, v in flat.items()}, sha
+
+
+def load_last_known_good(path: Path, service: str, opener: Opener) -> LastKnownGood | None:
+    """The last-known-good state saved at ``path`` (None, with a warning, when it is
+    missing, unreadable or another service's)."""
+    try:
+        got = read_text(path, MAX_LKG_BYTES)
+        if got is None:
+            return None
+        lkg = decode_lkg(load(got[0]), opener)
+    except (ConfigValidationError, ValueError) as exc:
+        _log.warning("config_last_known_good_unreadable", path=str(path), error=str(exc))
+        return None
+    if lkg.service and lkg.service != service:
+        _log.warning("config_last_known_good_other_service", path=str(path), service=lkg.service)
+        return None
+    _log.info(
+        "config_last_known_good_loaded", path=str(path), version=lkg.head and lkg.head.version
+    )
+    return lkg

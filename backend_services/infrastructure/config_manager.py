@@ -54,13 +54,10 @@ last-known-good file and in exports; they are redacted in logs, summaries and di
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
-import fnmatch
 import os
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -81,9 +78,11 @@ from ..config.model import (
     VersionRecord,
     copy_value,
 )
+from ..config.planning import removal, set_updates
+from ..config.secrecy import SecretPolicy
 from ..config.secrets import ENCRYPTION_KEYS_ENV, SecretBox, parse_keys
-from ..config.sources import parse_document, read_environment
-from ..config.tree import SortedKeys, check_key, flatten, is_under, parents
+from ..config.sources import read_environment
+from ..config.tree import check_key, flatten
 from ..config.validation import Limits, ValidatorRegistry, check_value, run_schema, run_validators
 from ..config.versions import DEFAULT_MAX_VERSIONS, ConfigDiff, VersionHistory, new_version_id
 from ..config.watch import FileWatch, WatchAction
@@ -99,7 +98,14 @@ from ..settings import UNSET, Settings, Unset, load_settings, resolve_redis_url
 from ..store.factory import open_store
 from ..store.protocol import Store
 from ..tasks import Supervisor
-from .config_files import default_lkg_path, read_text, stat_file, write_atomic
+from .config_callbacks import ChangeCallback, ChangeDispatcher, Listener
+from .config_files import (
+    default_lkg_path,
+    load_last_known_good,
+    read_config_file,
+    stat_file,
+    write_atomic,
+)
 from .config_fleet import FleetSync
 
 __all__ = [
@@ -116,32 +122,8 @@ __all__ = [
 
 _log = get_logger("config_manager")
 
-ChangeCallback = Callable[[str, Any, Any], "Awaitable[Any] | Any"]
-Listener = Callable[[ConfigChangeEvent], "Awaitable[Any] | Any"]
-
 _SCALARS: Final = frozenset({int, float, str, bool, type(None)})
 _MAX_WRITE_ATTEMPTS: Final = 16
-_MAX_FILE_BYTES: Final = 16 << 20
-_in_callback: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "config_in_callback", default=False
-)
-_SECRET_WORDS: Final = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "credential",
-    "private_key",
-    "hmac_key",
-    "encryption_key",
-)
-
-
-def _looks_secret(key: str) -> bool:
-    low = key.lower()
-    return any(word in low for word in _SECRET_WORDS)
 
 
 class ConfigurationManager:
@@ -203,34 +185,27 @@ class ConfigurationManager:
         self.limits = limits or Limits()
         self.author = author or f"{socket.gethostname()}:{os.getpid()}"
         self._schema = schema
-        self._patterns: list[str] = []
-        self._exact_secret: set[str] = set()
-        self._secret_cache: dict[str, bool] = {}
-        self._redact_cache: dict[str, bool] = {}
-        for pattern in secret_keys:
-            self._add_secret_pattern(pattern)
         keys_text = (
             encryption_keys
             if encryption_keys is not None
             else self._environ.get(ENCRYPTION_KEYS_ENV)
         )
         source = "encryption_keys" if encryption_keys is not None else ENCRYPTION_KEYS_ENV
-        self._box = SecretBox(parse_keys(keys_text, source))  # type: ignore[arg-type]
-        self._unreadable_logged: set[str] = set()
+        self._policy = SecretPolicy(
+            SecretBox(parse_keys(keys_text, source)),  # type: ignore[arg-type]
+            secret_keys,
+            report_unreadable=self._report_unreadable,
+        )
 
         self._history = VersionHistory(max_versions)
-        self._layers = LayeredConfig(is_secret=self._redacted_name)
+        self._layers = LayeredConfig(is_secret=self._policy.redacted)
         self._values = self._layers.values  # the hot path reads this dict directly
         self._validators = ValidatorRegistry()
         self._defaults = {
             k: check_value(k, v, self.limits) for k, v in flatten(dict(defaults or {})).items()
         }
 
-        self._key_callbacks: dict[str, list[ChangeCallback]] = {}
-        self._global_callbacks: list[ChangeCallback] = []
-        self._listeners: list[Listener] = []
-        self._queue: deque[ConfigChangeEvent] = deque()
-        self._draining: asyncio.Future[None] | None = None
+        self._dispatch = ChangeDispatcher(service_name)
         self._audit: deque[LocalChange] = deque(maxlen=max(100, max_versions))
 
         if isinstance(last_known_good, Unset):
@@ -256,7 +231,6 @@ class ConfigurationManager:
             "changes_applied": 0,
             "validation_failures": 0,
             "conflicts": 0,
-            "callback_errors": 0,
             "file_reloads": 0,
             "file_rejections": 0,
             "lkg_writes": 0,
@@ -321,7 +295,7 @@ class ConfigurationManager:
         self._fleet.local_only.update(self._lkg_local_only)
         self._state = "running"
         await self._fleet.start()
-        await self._drain()
+        await self._dispatch.drain()
         if self.config_file is not None and self.auto_reload:
             supervisor.spawn("watch-file", self._watch_loop)
         if self.last_known_good_path is not None:
@@ -508,108 +482,42 @@ class ConfigurationManager:
 
     # ------------------------------------------------------------------ secrets ------
 
-    def _add_secret_pattern(self, pattern: str) -> None:
-        if not isinstance(pattern, str) or not pattern:
-            raise ValidationError("secret_keys", pattern, "a key or a glob pattern")
-        if any(ch in pattern for ch in "*?["):
-            self._patterns.append(pattern)
-        else:
-            self._exact_secret.add(check_key(pattern))
-        self._secret_cache.clear()
-        self._redact_cache.clear()
-
     def mark_secret(self, *keys: str) -> None:
         """Treat ``keys`` (exact keys or glob patterns such as ``"*.password"``) as
         secret from now on: encrypted at rest, redacted when shown."""
         for pattern in keys:
-            self._add_secret_pattern(pattern)
-
-    def _marked(self, key: str) -> bool:
-        hit = self._secret_cache.get(key)
-        if hit is None:
-            hit = (
-                key in self._exact_secret
-                or any(p in self._exact_secret for p in parents(key))
-                or any(fnmatch.fnmatchcase(key, p) for p in self._patterns)
-            )
-            if len(self._secret_cache) < 100_000:
-                self._secret_cache[key] = hit
-        return hit
-
-    def _redacted_name(self, key: str) -> bool:
-        hit = self._redact_cache.get(key)
-        if hit is None:
-            hit = self._marked(key) or _looks_secret(key)
-            if len(self._redact_cache) < 100_000:
-                self._redact_cache[key] = hit
-        return hit
+            self._policy.mark(pattern)
 
     def open_secret(self, key: str, token: str) -> Any:
         """Decrypt a sealed value (UNREADABLE, reported once, when no key fits)."""
-        try:
-            return self._box.open(token, context=key)
-        except ConfigValidationError as exc:
-            if key not in self._unreadable_logged:
-                self._unreadable_logged.add(key)
-                _log.error(
-                    "config_secret_unreadable",
-                    service=self.service_name,
-                    key=key,
-                    reason=exc.expected,
-                )
-            return UNREADABLE
+        return self._policy.open(key, token)
 
-    def _seal_file_value(self, key: str, value: Any) -> str | None:
-        if not self._marked(key):
-            return None
-        if not self._box.enabled:
-            return None
-        return self._box.seal(value, context=key)
+    def _report_unreadable(self, key: str, reason: str) -> None:
+        _log.error("config_secret_unreadable", service=self.service_name, key=key, reason=reason)
 
     # ------------------------------------------------------------------ writing ------
 
     def _entry(self, key: str, value: Any, source: ConfigSource, secret: bool | None) -> Entry:
-        current = self._history.current.get(key)
-        is_secret = (
-            bool(secret)
-            or self._marked(key)
-            or (secret is None and current is not None and current.secret)
+        return self._policy.entry(
+            key,
+            value,
+            source,
+            self.limits,
+            secret=secret,
+            current=self._history.current.get(key),
         )
-        try:
-            value = check_value(key, value, self.limits)
-        except ConfigValidationError as exc:
-            if is_secret:
-                raise ConfigValidationError(exc.field, REDACTED, exc.expected) from None
-            raise
-        if is_secret:
-            return Entry(value, source, secret=True, sealed=self._box.seal(value, context=key))
-        return Entry(value, source)
 
     def _updates_for(
         self, key: str, value: Any, source: ConfigSource, secret: bool | None
     ) -> dict[str, Entry | None]:
         """Setting ``key`` replaces its whole subtree in the runtime layer."""
-        check_key(key, self.limits.max_key_length)
-        updates: dict[str, Entry | None] = {}
-        current = self._history.current
-        for parent in parents(key):
-            if parent in current:
-                updates[parent] = None
-        leaves = flatten(value, key) if isinstance(value, Mapping) and value else {key: value}
-        for existing in self._runtime_under(key):
-            if existing not in leaves:
-                updates[existing] = None
-        if key in current and key not in leaves:
-            updates[key] = None
-        for leaf, item in leaves.items():
-            updates[leaf] = self._entry(leaf, item, source, secret)
-        return updates
-
-    def _runtime_under(self, key: str) -> list[str]:
-        current = self._history.current
-        if len(current) < 512:
-            return [k for k in current if k != key and is_under(k, key)]
-        return SortedKeys(current).under(key)
+        return set_updates(
+            self._history.current,
+            key,
+            value,
+            lambda leaf, item: self._entry(leaf, item, source, secret),
+            self.limits.max_key_length,
+        )
 
     async def _change(
         self,
@@ -664,7 +572,7 @@ class ConfigurationManager:
                     description=description,
                     author=record.meta.author,
                 )
-                await self._drain()
+                await self._dispatch.drain()
                 return record
             self.metrics["conflicts"] += 1
         raise ConflictError(f"config:{self.service_name}", None, self._history.version)
@@ -790,10 +698,7 @@ class ConfigurationManager:
         check_key(key, self.limits.max_key_length)
 
         def plan() -> dict[str, Entry | None]:
-            found: dict[str, Entry | None] = {k: None for k in self._runtime_under(key)}
-            if key in self._history.current:
-                found[key] = None
-            return found
+            return removal(self._history.current, [key])
 
         if not plan():
             return False
@@ -829,12 +734,7 @@ class ConfigurationManager:
         src = ConfigSource(source)
 
         def plan() -> dict[str, Entry | None]:
-            updates: dict[str, Entry | None] = {}
-            for key in removals:
-                for k in self._runtime_under(key):
-                    updates[k] = None
-                if key in self._history.current:
-                    updates[key] = None
+            updates = removal(self._history.current, removals)
             for key, value in mapping.items():
                 updates.update(self._updates_for(key, value, src, secret))
             return updates
@@ -937,14 +837,14 @@ class ConfigurationManager:
         def plan() -> dict[str, Entry | None]:
             out: dict[str, Entry | None] = {}
             for key, entry in self._history.current.items():
-                if entry.secret and entry.sealed and self._box.needs_rotation(entry.sealed):
+                if entry.secret and entry.sealed and self._policy.box.needs_rotation(entry.sealed):
                     if entry.value is UNREADABLE:
                         continue
                     out[key] = Entry(
                         entry.value,
                         entry.source,
                         secret=True,
-                        sealed=self._box.seal(entry.value, context=key),
+                        sealed=self._policy.box.seal(entry.value, context=key),
                     )
             return out
 
@@ -1000,7 +900,7 @@ class ConfigurationManager:
         for key, value in imported.values.items():
             check_key(key, self.limits.max_key_length)
             if key in imported.sealed:
-                opened = self._box.open(imported.sealed[key], context=key)
+                opened = self._policy.box.open(imported.sealed[key], context=key)
                 values[key] = opened
             else:
                 values[key] = value
@@ -1038,101 +938,25 @@ class ConfigurationManager:
     def add_change_callback(self, key: str, callback: ChangeCallback) -> Callable[[], None]:
         """``callback(key, new_value, old_value)`` (sync or async) for changes of ``key``
         or anything under it, once per change. Returns a function that removes it."""
-        if not callable(callback):
-            raise ValidationError("callback", callback, "a callable(key, new, old)")
-        check_key(key, self.limits.max_key_length)
-        self._key_callbacks.setdefault(key, []).append(callback)
-
-        def remove() -> None:
-            with contextlib.suppress(ValueError, KeyError):
-                self._key_callbacks[key].remove(callback)
-
-        return remove
+        return self._dispatch.add(key, callback)
 
     def add_global_change_callback(self, callback: ChangeCallback) -> Callable[[], None]:
         """``callback(key, new_value, old_value)`` for every change of any key."""
-        if not callable(callback):
-            raise ValidationError("callback", callback, "a callable(key, new, old)")
-        self._global_callbacks.append(callback)
-
-        def remove() -> None:
-            with contextlib.suppress(ValueError):
-                self._global_callbacks.remove(callback)
-
-        return remove
+        return self._dispatch.add_global(callback)
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """``listener(ConfigChangeEvent)`` once per applied change (version, source,
         description and every effective change)."""
-        if not callable(listener):
-            raise ValidationError("listener", listener, "a callable(event)")
-        self._listeners.append(listener)
-
-        def remove() -> None:
-            with contextlib.suppress(ValueError):
-                self._listeners.remove(listener)
-
-        return remove
+        return self._dispatch.add_listener(listener)
 
     def add_validator(self, key: str, validator: Callable[[Any], Any]) -> None:
         """``validator(value) -> bool`` (sync or async; may raise ValueError with the
         reason) for ``key``; see :mod:`backend_services.config.validation`."""
         self._validators.add(key, validator)
 
-    def _enqueue(self, event: ConfigChangeEvent) -> None:
-        if event.changes or event.version is not None:
-            self._queue.append(event)
-
     async def drain(self) -> None:
         """Run the callbacks of every applied change, in order (each exactly once)."""
-        await self._drain()
-
-    async def _drain(self) -> None:
-        if _in_callback.get():
-            return  # a callback that changes configuration: the outer drain runs ours
-        while self._draining is not None:
-            await asyncio.shield(self._draining)
-        if not self._queue:
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._draining = future
-        token = _in_callback.set(True)
-        try:
-            while self._queue:
-                await self._fire(self._queue.popleft())
-        finally:
-            _in_callback.reset(token)
-            self._draining = None
-            future.set_result(None)
-
-    async def _fire(self, event: ConfigChangeEvent) -> None:
-        for change in event.changes:
-            new = None if change.new_value is UNREADABLE else change.new_value
-            old = None if change.old_value is UNREADABLE else change.old_value
-            targets = list(self._global_callbacks)
-            for name in (change.key, *parents(change.key)):
-                targets.extend(self._key_callbacks.get(name, ()))
-            for callback in targets:
-                await self._call(callback, change.key, copy_value(new), copy_value(old))
-        for listener in list(self._listeners):
-            await self._call(listener, event)
-
-    async def _call(self, callback: Callable[..., Any], *args: Any) -> None:
-        try:
-            result = callback(*args)
-            if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-                await result
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.metrics["callback_errors"] += 1
-            _log.exception(
-                "config_callback_failed",
-                service=self.service_name,
-                callback=getattr(callback, "__qualname__", repr(callback)),
-                key=args[0] if args and isinstance(args[0], str) else None,
-                error=repr(exc),
-            )
+        await self._dispatch.drain()
 
     # ------------------------------------------------------------------ fleet host ---
 
@@ -1152,7 +976,7 @@ class ConfigurationManager:
             return False
         changes = self._layers.set_runtime(self._history.current, list(record.changes))
         self.metrics["changes_applied"] += 1
-        self._enqueue(
+        self._dispatch.enqueue(
             ConfigChangeEvent(
                 tuple(changes), record.meta.source, record.meta, record.meta.description
             )
@@ -1173,7 +997,7 @@ class ConfigurationManager:
         changes = self._layers.set_runtime(
             self._history.current, sorted(before | set(self._history.current))
         )
-        self._enqueue(
+        self._dispatch.enqueue(
             ConfigChangeEvent(
                 tuple(changes), ConfigSource.REDIS, head, f"{reason} from the shared store"
             )
@@ -1189,16 +1013,22 @@ class ConfigurationManager:
 
     # ------------------------------------------------------------------ file ---------
 
-    def _parse_file(self, text: str) -> dict[str, Any]:
-        assert self.config_file is not None
-        flat = parse_document(text, str(self.config_file))
-        return {k: check_value(k, v, self.limits) for k, v in flat.items()}
-
     async def _load_file_at_start(self) -> None:
         path = self.config_file
         if path is None:
             return
-        got = read_text(path, _MAX_FILE_BYTES)
+        try:
+            got = read_config_file(path, self.limits)
+            if got is not None and self.validation_enabled:
+                await self._validate(Candidate(self._layers, layer=(Layer.FILE, got[0])))
+        except ConfigValidationError as exc:
+            self.metrics["file_rejections"] += 1
+            if not self._lkg_file_values:
+                raise
+            _log.error("config_file_rejected_using_last_known_good", path=str(path), error=str(exc))
+            self._set_file_layer(self._lkg_file_values, "last_known_good")
+            self._watch.mark_loaded(stat_file(path))
+            return
         if got is None:
             if self._lkg_file_values:
                 self._set_file_layer(self._lkg_file_values, "last_known_good")
@@ -1211,19 +1041,7 @@ class ConfigurationManager:
                 )
             self._watch.mark_loaded(None)
             return
-        text, sha = got
-        try:
-            flat = self._parse_file(text)
-            if self.validation_enabled:
-                await self._validate(Candidate(self._layers, layer=(Layer.FILE, flat)))
-        except ConfigValidationError as exc:
-            self.metrics["file_rejections"] += 1
-            if not self._lkg_file_values:
-                raise
-            _log.error("config_file_rejected_using_last_known_good", path=str(path), error=str(exc))
-            self._set_file_layer(self._lkg_file_values, "last_known_good")
-            self._watch.mark_loaded(stat_file(path))
-            return
+        flat, sha = got
         self._file_sha = sha
         self._set_file_layer(flat, "file")
         self._watch.mark_loaded(stat_file(path))
@@ -1242,16 +1060,15 @@ class ConfigurationManager:
             return True
         stamp = stat_file(path)
         try:
-            got = read_text(path, _MAX_FILE_BYTES)
+            got = read_config_file(path, self.limits)
             if got is None:
                 _log.warning("config_file_missing", path=str(path))
                 self._watch.mark_loaded(None)
                 return True
-            text, sha = got
+            flat, sha = got
             if sha == self._file_sha and self._file_source == "file":
                 self._watch.mark_loaded(stamp)
                 return True
-            flat = self._parse_file(text)
             if self.validation_enabled:
                 await self._validate(Candidate(self._layers, layer=(Layer.FILE, flat)))
         except ConfigValidationError as exc:
@@ -1286,7 +1103,7 @@ class ConfigurationManager:
             description=description,
             changed=len(changes),
         )
-        self._enqueue(ConfigChangeEvent(tuple(changes), source, None, description))
+        self._dispatch.enqueue(ConfigChangeEvent(tuple(changes), source, None, description))
         self._lkg_dirty.set()
 
     async def _watch_loop(self) -> None:
@@ -1304,7 +1121,7 @@ class ConfigurationManager:
                 )
             elif action is WatchAction.RELOAD:
                 await self._reload_file(raise_errors=False)
-                await self._drain()
+                await self._dispatch.drain()
 
     async def reload_configuration(self) -> bool:
         """Re-read the environment and the file and resync with the shared store.
@@ -1326,7 +1143,7 @@ class ConfigurationManager:
                 await self._fleet.catch_up()
             except Exception as exc:
                 _log.warning("config_reload_store_unavailable", error=str(exc))
-        await self._drain()
+        await self._dispatch.drain()
         return True
 
     async def resync(self) -> None:
@@ -1335,26 +1152,18 @@ class ConfigurationManager:
         self._require_running()
         assert self._fleet is not None
         await self._fleet.resync()
-        await self._drain()
+        await self._dispatch.drain()
 
     # ------------------------------------------------------------------ last known good
 
     def _load_lkg(self) -> None:
         path = self.last_known_good_path
-        if path is None:
-            return
-        try:
-            got = read_text(path, 1 << 30)
-            if got is None:
-                return
-            lkg = docs.decode_lkg(docs.load(got[0]), self.open_secret)
-        except (ConfigValidationError, ValueError) as exc:
-            _log.warning("config_last_known_good_unreadable", path=str(path), error=str(exc))
-            return
-        if lkg.service and lkg.service != self.service_name:
-            _log.warning(
-                "config_last_known_good_other_service", path=str(path), service=lkg.service
-            )
+        lkg = (
+            None
+            if path is None
+            else load_last_known_good(path, self.service_name, self.open_secret)
+        )
+        if lkg is None:
             return
         self._history.reset(lkg.entries, lkg.records, lkg.head)
         self._lkg_local_only = set(lkg.local_only)
@@ -1363,7 +1172,6 @@ class ConfigurationManager:
                 k: v for k, v in lkg.file_values.items() if v is not UNREADABLE
             }
             self._file_sha = lkg.file_sha256
-        _log.info("config_last_known_good_loaded", path=str(path), version=self._history.version)
 
     def _lkg_text(self) -> str:
         lkg = docs.LastKnownGood(
@@ -1377,11 +1185,11 @@ class ConfigurationManager:
             file_values={
                 k: v
                 for k, v in self._lkg_file_values.items()
-                if not (self._marked(k) and not self._box.enabled)
+                if not (self._policy.marked(k) and not self._policy.box.enabled)
             },
             local_only=sorted(self._fleet.local_only) if self._fleet is not None else [],
         )
-        return docs.dump(docs.encode_lkg(lkg, self._seal_file_value))
+        return docs.dump(docs.encode_lkg(lkg, self._policy.seal_file_value))
 
     async def _save_lkg(self) -> None:
         path = self.last_known_good_path
@@ -1439,10 +1247,9 @@ class ConfigurationManager:
             if self.last_known_good_path is None
             else str(self.last_known_good_path),
             "store": None if self._fleet is None else self._fleet.status(),
-            "encryption_keys": self._box.key_ids,
+            "encryption_keys": self._policy.box.key_ids,
             "validators": self._validators.count(),
-            "callbacks": len(self._global_callbacks)
-            + sum(len(v) for v in self._key_callbacks.values()),
+            "callbacks": len(self._dispatch),
             "metrics": dict(self.metrics),
             "state": self._state,
         }
@@ -1450,6 +1257,7 @@ class ConfigurationManager:
     def get_metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.metrics)
         out.update(
+            callback_errors=self._dispatch.errors,
             version=self._history.version,
             total_keys=len(self._values),
             versions_retained=len(self._history.records()),

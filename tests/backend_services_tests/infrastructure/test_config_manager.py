@@ -499,7 +499,7 @@ class TestCallbacks:
             assert await cm.set_config("x", 1) is True
         assert seen == [1]
         assert await cm.get_config("x") == 1
-        assert cm.metrics["callback_errors"] == 1
+        assert cm.get_metrics()["callback_errors"] == 1
         assert any(r.getMessage() == "config_callback_failed" for r in caplog.records)
 
     async def test_callback_may_change_configuration(self, cm: ConfigurationManager) -> None:
