@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final
 
+from ..log import mask_url
 from .model import REDACTED, ConfigChange, ConfigSource, Entry, copy_value
 from .tree import SortedKeys, nest
 
@@ -216,7 +217,11 @@ class LayeredConfig:
         secret = self.is_secret(key)
 
         def show(v: Any) -> Any:
-            return REDACTED if secret and not reveal else copy_value(v)
+            if reveal:
+                return copy_value(v)
+            if secret:
+                return REDACTED
+            return mask_url(v) if isinstance(v, str) and "://" in v else copy_value(v)
 
         if not present:
             below = self.index().under(key)

@@ -8,7 +8,8 @@ reason; the caller then applies nothing.
    a JSON-compatible value (no NaN/Infinity, string object keys), at most
    ``Limits.max_value_bytes`` encoded, at most ``Limits.max_keys`` keys in a layer.
 2. **Per-key validators**: ``fn(value) -> bool`` (sync or async), or raising
-   ``ValueError`` with its reason. A validator registered for ``K`` is called with what
+   ``ValueError`` with its reason (any other exception also rejects the change: a broken
+   validator fails closed). A validator registered for ``K`` is called with what
    ``get_config(K)`` would return after the change — the leaf value, or the dict of
    everything under ``K`` — whenever the change touches ``K`` or a key below it
    (not when ``K`` ends up unset).
@@ -161,8 +162,15 @@ async def run_validators(
                     result = await result
             except ConfigValidationError:
                 raise
-            except (ValueError, TypeError) as exc:
-                raise ConfigValidationError(key, shown(key, value), f"{reason} ({exc})") from None
+            except Exception as exc:
+                display = shown(key, value)
+                if display is not value:  # a secret: its validator's words may quote it
+                    detail = f"{type(exc).__name__}; details withheld for a secret"
+                elif isinstance(exc, ValueError):
+                    detail = str(exc)
+                else:
+                    detail = f"the validator failed: {exc!r}"
+                raise ConfigValidationError(key, display, f"{reason} ({detail})") from None
             if result is False:
                 raise ConfigValidationError(key, shown(key, value), reason)
 

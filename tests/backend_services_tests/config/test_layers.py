@@ -86,6 +86,12 @@ class TestExplain:
         assert lc.explain("db.password").value == REDACTED
         assert lc.explain("db.password", reveal=True).value == "hunter2"
 
+    def test_explain_masks_url_passwords(self) -> None:
+        """A URL's password never shows in an explanation."""
+        lc = LayeredConfig()
+        lc.set_layer(Layer.ENVIRONMENT, {"service_discovery.redis_url": "redis://u:pw@h:1/0"})
+        assert lc.explain("service_discovery.redis_url").value == "redis://u:***@h:1/0"
+
     def test_explain_prefix_and_unset(self) -> None:
         """A prefix explains its children; an unset key says so."""
         lc = _layered()

@@ -252,6 +252,13 @@ class TestValidation:
         assert await cm.get_config("membrane_depth") == 6
         assert cm.version == 1
 
+    async def test_broken_validator_fails_closed(self, cm: ConfigurationManager) -> None:
+        """A validator that crashes rejects the change, saying so."""
+        cm.add_validator("k", lambda v: v["missing"])
+        with pytest.raises(ConfigValidationError, match="validator failed"):
+            await cm.set_config("k", 1)
+        assert cm.version == 0
+
     async def test_async_validator_reason_is_reported(self, cm: ConfigurationManager) -> None:
         """An async validator raising ValueError gives its reason."""
 
@@ -722,15 +729,26 @@ class TestSecrets:
         """Neither a change nor a rejection logs a secret's value."""
         cm = make(secret_keys=["*.password"], encryption_keys=generate_key())
         cm.add_validator("db.password", lambda v: len(v) > 20)
+
+        def chatty(v: str) -> bool:
+            if v.startswith("x"):
+                raise ValueError(f"{v!r} must not start with x")
+            return True
+
+        cm.add_validator("db.password", chatty)
         with caplog.at_level(logging.DEBUG, logger="backend_services"):
             await cm.initialize()
             await cm.set_config("db.password", "a-long-enough-password-x")
             with pytest.raises(ConfigValidationError) as err:
                 await cm.set_config("db.password", "short-pw")
+            with pytest.raises(ConfigValidationError, match="withheld") as err2:
+                await cm.set_config("db.password", "x-long-enough-but-quoted-pw")
         assert "short-pw" not in str(err.value)
+        assert "quoted" not in str(err2.value)
         text = " ".join(f"{r.getMessage()} {getattr(r, 'bs_fields', '')}" for r in caplog.records)
         assert "short-pw" not in text
         assert "a-long-enough-password-x" not in text
+        assert "quoted" not in text
         await cm.shutdown()
 
     async def test_secret_without_key_is_refused(self, cm: ConfigurationManager) -> None:
