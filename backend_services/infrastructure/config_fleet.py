@@ -77,6 +77,41 @@ class FleetHost(Protocol):
     async def drain(self) -> None: ...
 
 
+def _raise_if_cancelling(exc: BaseException | None = None) -> None:
+    """Re-raise as a cancellation when the current task is being cancelled: a client
+    library may turn a cancellation into a timeout or connection error, and a loop that
+    treats that as transient would never end."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError() from exc
+
+
+class _CancelAwareFeed:
+    """The two store calls a feed follower makes, ending promptly when its task is
+    cancelled even if the client library swallowed the cancellation."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def read(
+        self, stream: str, after: int, *, count: int = 500, block: float | None = None
+    ) -> Any:
+        _raise_if_cancelling()
+        try:
+            return await self._store.read(stream, after, count=count, block=block)
+        except Exception as exc:
+            _raise_if_cancelling(exc)
+            raise
+
+    async def feed_position(self, stream: str) -> int:
+        _raise_if_cancelling()
+        try:
+            return await self._store.feed_position(stream)
+        except Exception as exc:
+            _raise_if_cancelling(exc)
+            raise
+
+
 class FleetSync:
     """Commits, follows and resyncs one service's configuration (see module docstring)."""
 
@@ -123,6 +158,7 @@ class FleetSync:
             position = await self.store.feed_position(self.keys.stream)
             await self.resync()
         except (StoreError, BackendServicesError) as exc:
+            _raise_if_cancelling(exc)
             if isinstance(exc, ConflictError):
                 self.request_resync()
             else:
@@ -132,7 +168,7 @@ class FleetSync:
             add = self.store.add_listener  # type: ignore[attr-defined]
             self._remove_listener = add(self._on_status)
         self._follower = FeedFollower(
-            self.store,
+            _CancelAwareFeed(self.store),  # type: ignore[arg-type]
             self.keys.stream,
             on_events=self._on_events,
             on_resync=self.request_resync,
@@ -211,6 +247,7 @@ class FleetSync:
             await self.catch_up()
             return False
         except StoreError as exc:
+            _raise_if_cancelling(exc)
             _log.warning(
                 "config_commit_local_only",
                 version=record.version,
@@ -303,6 +340,7 @@ class FleetSync:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                _raise_if_cancelling(exc)
                 delay = backoff.next_delay()
                 _log.warning("config_resync_failed", error=str(exc), retry_in=round(delay, 3))
                 self._wake.set()

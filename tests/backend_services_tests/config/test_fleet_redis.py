@@ -331,3 +331,26 @@ class TestOutages:
 
 async def _same_version(local: ConfigurationManager, child: Child) -> bool:
     return bool(local.version == await child.call("version"))
+
+
+class TestExit:
+    async def test_program_that_never_shuts_down_exits(self, redis_url: str) -> None:
+        """Like the spec's examples: no shutdown() call, and the process still exits."""
+        script = (
+            "import asyncio\n"
+            "from backend_services.infrastructure.config_manager import ConfigurationManager\n"
+            "async def main():\n"
+            f"    c = ConfigurationManager('exit-svc', redis_url={redis_url!r},"
+            " last_known_good=None)\n"
+            "    await c.initialize()\n"
+            "    await c.set_config('a', 1)\n"
+            "for _ in range(5):\n"
+            "    asyncio.run(main())\n"
+            "print('exited')\n"
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0
+        assert out.decode().strip() == "exited"
