@@ -113,6 +113,7 @@ __all__ = [
     "ConfigChangeEvent",
     "ConfigDiff",
     "ConfigEntry",
+    "ConfigLimits",
     "ConfigSource",
     "ConfigVersion",
     "ConfigurationManager",
@@ -124,6 +125,10 @@ _log = get_logger("config_manager")
 
 _SCALARS: Final = frozenset({int, float, str, bool, type(None)})
 _MAX_WRITE_ATTEMPTS: Final = 16
+
+
+ConfigLimits = Limits
+"""Size limits of a configuration (``limits=`` argument): key length, value size, keys."""
 
 
 class ConfigurationManager:

@@ -262,8 +262,7 @@ class TestOutages:
         spawn: Callable[..., Any],
         redis_server_factory: Callable[..., RedisServer],
     ) -> None:
-        """Changes made by two processes while Redis was down all survive its return
-        (it comes back empty), the newest write of a key wins, and the fleet converges."""
+        """Outage changes of two processes survive Redis coming back empty; newest wins."""
         server = redis_server_factory(port=_free_port())
         local = ConfigurationManager(
             SERVICE,
