@@ -103,7 +103,8 @@ class CircuitBreakerException(BackendServicesError):
 
     ``circuit_name`` and ``state`` name the breaker and its state; ``retry_after`` is the
     number of seconds until the next trial call is allowed (``None`` when unknown).
-    The message is built when first shown (rejections are cheap); the exception pickles.
+    They are kept in ``args`` (so the exception pickles) and the message is built only
+    when shown: a breaker rejecting calls creates these cheaply.
     """
 
     def __init__(
@@ -113,20 +114,29 @@ class CircuitBreakerException(BackendServicesError):
         retry_after: float | None = None,
         message: str | None = None,
     ):
-        self.circuit_name = circuit_name
-        self.state = state
-        self.retry_after = retry_after
-        self._message = message
         super().__init__(circuit_name, state, retry_after, message)
 
+    @property
+    def circuit_name(self) -> str:
+        return self.args[0]  # type: ignore[no-any-return]
+
+    @property
+    def state(self) -> Any:
+        return self.args[1]
+
+    @property
+    def retry_after(self) -> float | None:
+        return self.args[2] if len(self.args) > 2 else None
+
     def __str__(self) -> str:
-        if self._message is None:
-            state_text = getattr(self.state, "value", self.state)
-            message = f"circuit {self.circuit_name!r} is {state_text}; call not permitted"
-            if self.retry_after is not None:
-                message += f"; next trial in {max(0.0, self.retry_after):.3f}s"
-            self._message = message
-        return self._message
+        message = self.args[3] if len(self.args) > 3 else None
+        if message is not None:
+            return str(message)
+        state_text = getattr(self.state, "value", self.state)
+        text = f"circuit {self.circuit_name!r} is {state_text}; call not permitted"
+        if self.retry_after is not None:
+            text += f"; next trial in {max(0.0, self.retry_after):.3f}s"
+        return text
 
 
 class ServiceUnavailableError(BackendServicesError):
