@@ -23,7 +23,12 @@ environment variable                        settings-file key
 ==========================================  =============================================
 
 A malformed value raises :class:`~backend_services.errors.SettingsError` naming the
-variable (or file key) and the value.
+variable (or file and key) and the value (a password in a URL is masked). Intervals,
+timeouts and TTLs are finite numbers > 0 (``recovery_delay`` may be 0), counts are
+integers >= 1, thresholds are fractions in (0, 1] keyed by level name (``partial``,
+``minimal``, ``emergency``, ``offline``). A file ending in ``.yaml``/``.yml`` is read as
+YAML, any other as JSON; an empty section (``circuit_breaker:`` with nothing under it in
+YAML) counts as absent.
 """
 
 from __future__ import annotations
@@ -93,15 +98,28 @@ class DegradationSettings:
     thresholds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Settings:
-    """Everything the environment and the settings file said (None = not said)."""
+    """Everything the environment and the settings file said (None = not said).
+
+    Its ``repr`` masks a password in ``redis_url``, so a logged Settings leaks nothing.
+    """
 
     redis_url: str | None = None
     config_file: str | None = None
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     circuit_breaker: CircuitBreakerSettings = field(default_factory=CircuitBreakerSettings)
     degradation: DegradationSettings = field(default_factory=DegradationSettings)
+
+    def __repr__(self) -> str:
+        from .log import mask_url
+
+        url = None if self.redis_url is None else mask_url(self.redis_url)
+        return (
+            f"Settings(redis_url={url!r}, config_file={self.config_file!r}, "
+            f"discovery={self.discovery!r}, circuit_breaker={self.circuit_breaker!r}, "
+            f"degradation={self.degradation!r})"
+        )
 
 
 def pick(argument: T | Unset, setting: T | None, default: T) -> T:
@@ -138,7 +156,7 @@ def _number(
             value: float = int(raw) if not isinstance(raw, str) else int(raw.strip())
         else:
             value = float(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SettingsError(source, raw, f"{what} {bound}") from None
     if (
         math.isnan(value)
@@ -151,10 +169,27 @@ def _number(
 
 
 def _fraction(source: str, raw: Any) -> float:
-    value = _number(source, raw)
+    expected = "a fraction > 0 and <= 1"
+    try:
+        value = _number(source, raw, strict_min=True)
+    except SettingsError:
+        raise SettingsError(source, raw, expected) from None
     if value > 1.0:
-        raise SettingsError(source, raw, "a fraction between 0 and 1")
+        raise SettingsError(source, raw, expected)
     return float(value)
+
+
+_URL_SCHEMES: Final = frozenset(
+    {
+        "redis",
+        "rediss",
+        "unix",
+        "redis+sentinel",
+        "rediss+sentinel",
+        "redis+cluster",
+        "rediss+cluster",
+    }
+)
 
 
 def _url(source: str, raw: Any) -> str | None:
@@ -162,17 +197,9 @@ def _url(source: str, raw: Any) -> str | None:
         return None
     if (
         not isinstance(raw, str)
-        or raw.split("://", 1)[0]
-        not in (
-            "redis",
-            "rediss",
-            "unix",
-            "redis+sentinel",
-            "rediss+sentinel",
-            "redis+cluster",
-            "rediss+cluster",
-        )
         or "://" not in raw
+        or raw.split("://", 1)[0].lower() not in _URL_SCHEMES
+        or raw.split("://", 1)[1] == ""
     ):
         from .log import mask_url
 
@@ -181,33 +208,43 @@ def _url(source: str, raw: Any) -> str | None:
     return raw
 
 
-def _read_file(path: str) -> dict[str, Any]:
+def _read_file(path: str, source: str) -> dict[str, Any]:
+    """The settings file as a dict; ``source`` (the argument or variable that named it)
+    is named in errors."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SettingsError("DTESN_CONFIG_FILE", path, "an existing settings file") from None
-    except OSError as exc:
-        raise SettingsError(
-            "DTESN_CONFIG_FILE", path, f"a readable file ({exc.strerror})"
-        ) from None
+        raise SettingsError(source, path, "an existing settings file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SettingsError(source, path, f"a readable settings file ({reason})") from None
+    yaml_file = path.lower().endswith((".yaml", ".yml"))
     try:
-        if path.endswith((".yaml", ".yml")):
+        if yaml_file:
             import yaml
 
             doc = yaml.safe_load(text)
         else:
             doc = json.loads(text)
-    except Exception as exc:
-        raise SettingsError(path, "<file contents>", f"valid JSON/YAML ({exc})") from None
+    except (ValueError, ImportError) as exc:  # JSONDecodeError is a ValueError
+        raise SettingsError(
+            source, path, f"a valid {'YAML' if yaml_file else 'JSON'} file ({exc})"
+        ) from None
+    except Exception as exc:  # yaml.YAMLError and friends
+        raise SettingsError(source, path, f"a valid YAML file ({exc})") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
-        raise SettingsError(path, type(doc).__name__, "a JSON object at the top level")
+        raise SettingsError(
+            source, path, f"an object at the top level of the file, not {type(doc).__name__}"
+        )
     return doc
 
 
 def _section(doc: Mapping[str, Any], name: str, path: str) -> Mapping[str, Any]:
-    value = doc.get(name, {})
+    value = doc.get(name)
+    if value is None:
+        return {}
     if not isinstance(value, Mapping):
         raise SettingsError(f"{path}:{name}", value, "an object")
     return value
@@ -235,8 +272,13 @@ def load_settings(
 ) -> Settings:
     """Read the ``DTESN_*`` environment variables and the settings file, validated."""
     env = os.environ if environ is None else environ
-    path = str(config_file) if config_file is not None else (env.get("DTESN_CONFIG_FILE") or None)
-    doc = _read_file(path) if path else {}
+    path: str | None
+    if config_file is not None:
+        path = os.fspath(config_file)
+        doc = _read_file(path, "config_file")
+    else:
+        path = (env.get("DTESN_CONFIG_FILE") or "").strip() or None
+        doc = _read_file(path, "DTESN_CONFIG_FILE") if path else {}
     where = path or "<settings>"
 
     sd = _section(doc, "service_discovery", where)
@@ -308,7 +350,7 @@ def load_settings(
             pos,
         ),
     )
-    thresholds = _thresholds(dg.get("thresholds", {}), f"{where}:degradation.thresholds")
+    thresholds = _thresholds(dg.get("thresholds"), f"{where}:degradation.thresholds")
     for var, resource in (
         ("DTESN_DEGRADATION_CPU_THRESHOLD", "cpu"),
         ("DTESN_DEGRADATION_MEMORY_THRESHOLD", "memory"),
@@ -345,10 +387,14 @@ def load_settings(
 
 
 def _thresholds(raw: Any, where: str) -> dict[str, dict[str, float]]:
+    if raw is None:
+        return {}
     if not isinstance(raw, Mapping):
         raise SettingsError(where, raw, "an object of resource -> {level: usage}")
     out: dict[str, dict[str, float]] = {}
     for resource, levels in raw.items():
+        if levels is None:
+            continue
         if not isinstance(levels, Mapping):
             raise SettingsError(f"{where}.{resource}", levels, "an object of level -> usage")
         parsed: dict[str, float] = {}
