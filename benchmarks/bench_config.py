@@ -161,6 +161,10 @@ async def bench_snapshot(url: str | None, label: str) -> None:
     t_snap = time.perf_counter() - t0
     await cm.bulk_update({k: v + 1 for k, v in keys.items()} | {"extra": 1})
     t0 = time.perf_counter()
+    content = await cm.get_version_config(snap)
+    t_read = time.perf_counter() - t0
+    assert len(content) == 10_000
+    t0 = time.perf_counter()
     await cm.rollback_to_version(snap)
     t_roll = time.perf_counter() - t0
     assert await cm.get_config("membrane.0.unit_1") == 1
@@ -171,11 +175,15 @@ async def bench_snapshot(url: str | None, label: str) -> None:
     print(f"10,000 keys ({label})")
     print(f"  bulk_update of 10,000 keys      {t_bulk * 1000:8.1f} ms")
     print(f"  create_version_snapshot         {t_snap * 1000:8.1f} ms   /1 s = {t_snap:5.3f}")
+    print(f"  read the snapshot back (10,000 keys, after 10,000 changes) {t_read * 1000:6.1f} ms")
     print(
         f"  rollback_to_version (10,000 changed, 1 removed)"
         f" {t_roll * 1000:8.1f} ms   /1 s = {t_roll:5.3f}  (target < 1)"
     )
     print(f"  export_configuration ({len(text) // 1024} KiB)     {t_export * 1000:8.1f} ms")
+    if url is not None:
+        m = cm.get_metrics()
+        print(f"  store connected throughout: {m['store_connected'] and m['store_outages'] == 0}")
     await cm.shutdown()
 
 

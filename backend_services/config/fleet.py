@@ -177,6 +177,8 @@ def commit_ops(
         )
     ]
     added: list[str] = []
+    encoded = encode_record(record)
+    new_json = encoded["changes"]  # key -> [old, new] JSON: new entries reused below
 
     def write(key: str, entry: Entry | None) -> None:
         expect = None if entry_revisions is None else entry_revisions.get(key)
@@ -189,10 +191,12 @@ def commit_ops(
             else:
                 ops.append(Put(keys.entry(key), tomb, expect_version=expect, ttl=tombstone_ttl))
             return
+        pair = new_json.get(key)
+        value = pair[1] if pair is not None and pair[1] is not None else encode_entry(entry)
         if newest_wins is not None:
-            ops.append(PutIfNewer(keys.entry(key), encode_entry(entry), entry.updated_at))
+            ops.append(PutIfNewer(keys.entry(key), value, entry.updated_at))
         else:
-            ops.append(Put(keys.entry(key), encode_entry(entry), expect_version=expect))
+            ops.append(Put(keys.entry(key), value, expect_version=expect))
         added.append(key)
 
     for key, (_old, new) in record.changes.items():
@@ -205,7 +209,6 @@ def commit_ops(
             write(key, None)
     if added:
         ops.append(SetAdd(keys.keys, tuple(added)))
-    encoded = encode_record(record)
     for extra in extra_records:
         ops.append(Put(keys.version(extra.id), encode_record(extra)))
     ops.append(Put(keys.version(meta.id), encoded))

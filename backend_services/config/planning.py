@@ -18,15 +18,25 @@ __all__ = ["keys_under", "removal", "set_updates"]
 MakeEntry = Callable[[str, Any], Entry]
 
 
-def keys_under(current: Mapping[str, Entry], key: str) -> list[str]:
-    """Runtime keys strictly below ``key``."""
+def keys_under(
+    current: Mapping[str, Entry], key: str, index: SortedKeys | None = None
+) -> list[str]:
+    """Runtime keys strictly below ``key`` (``index``: a sorted index of ``current``,
+    so that planning many keys stays O(n log n))."""
+    if index is not None:
+        return index.under(key)
     if len(current) < 512:
         return [k for k in current if k != key and is_under(k, key)]
     return SortedKeys(current).under(key)
 
 
 def set_updates(
-    current: Mapping[str, Entry], key: str, value: Any, make: MakeEntry, max_key_length: int
+    current: Mapping[str, Entry],
+    key: str,
+    value: Any,
+    make: MakeEntry,
+    max_key_length: int,
+    index: SortedKeys | None = None,
 ) -> dict[str, Entry | None]:
     """Updates that set ``key`` to ``value`` (``make(leaf, item)`` builds each entry)."""
     check_key(key, max_key_length)
@@ -35,7 +45,7 @@ def set_updates(
         if parent in current:
             updates[parent] = None
     leaves = flatten(value, key) if isinstance(value, Mapping) and value else {key: value}
-    for existing in keys_under(current, key):
+    for existing in keys_under(current, key, index):
         if existing not in leaves:
             updates[existing] = None
     if key in current and key not in leaves:
@@ -45,11 +55,13 @@ def set_updates(
     return updates
 
 
-def removal(current: Mapping[str, Entry], keys: Iterable[str]) -> dict[str, Entry | None]:
+def removal(
+    current: Mapping[str, Entry], keys: Iterable[str], index: SortedKeys | None = None
+) -> dict[str, Entry | None]:
     """Updates that remove ``keys`` and everything under them from the runtime layer."""
     updates: dict[str, Entry | None] = {}
     for key in keys:
-        updates.update(dict.fromkeys(keys_under(current, key)))
+        updates.update(dict.fromkeys(keys_under(current, key, index)))
         if key in current:
             updates[key] = None
     return updates

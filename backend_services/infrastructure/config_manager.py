@@ -82,7 +82,7 @@ from ..config.planning import removal, set_updates
 from ..config.secrecy import SecretPolicy
 from ..config.secrets import ENCRYPTION_KEYS_ENV, SecretBox, parse_keys
 from ..config.sources import read_environment
-from ..config.tree import check_key, flatten
+from ..config.tree import SortedKeys, check_key, flatten
 from ..config.validation import Limits, ValidatorRegistry, check_value, run_schema, run_validators
 from ..config.versions import DEFAULT_MAX_VERSIONS, ConfigDiff, VersionHistory, new_version_id
 from ..config.watch import FileWatch, WatchAction
@@ -205,6 +205,8 @@ class ConfigurationManager:
         self._history = VersionHistory(max_versions)
         self._layers = LayeredConfig(is_secret=self._policy.redacted)
         self._values = self._layers.values  # the hot path reads this dict directly
+        self._index: SortedKeys | None = None
+        self._index_stamp: tuple[int, str | None, int] | None = None
         self._validators = ValidatorRegistry()
         self._defaults = {
             k: check_value(k, v, self.limits) for k, v in flatten(dict(defaults or {})).items()
@@ -522,7 +524,21 @@ class ConfigurationManager:
             value,
             lambda leaf, item: self._entry(leaf, item, source, secret),
             self.limits.max_key_length,
+            self._runtime_index(),
         )
+
+    def _runtime_index(self) -> SortedKeys | None:
+        """A sorted index of the runtime keys, rebuilt once per version (None while the
+        layer is small enough to scan)."""
+        current = self._history.current
+        if len(current) < 512:
+            return None
+        head = self._history.head
+        stamp = (self._history.version, None if head is None else head.id, len(current))
+        if self._index_stamp != stamp or self._index is None:
+            self._index = SortedKeys(current)
+            self._index_stamp = stamp
+        return self._index
 
     async def _change(
         self,
@@ -703,7 +719,7 @@ class ConfigurationManager:
         check_key(key, self.limits.max_key_length)
 
         def plan() -> dict[str, Entry | None]:
-            return removal(self._history.current, [key])
+            return removal(self._history.current, [key], self._runtime_index())
 
         if not plan():
             return False
@@ -739,7 +755,7 @@ class ConfigurationManager:
         src = ConfigSource(source)
 
         def plan() -> dict[str, Entry | None]:
-            updates = removal(self._history.current, removals)
+            updates = removal(self._history.current, removals, self._runtime_index())
             for key, value in mapping.items():
                 updates.update(self._updates_for(key, value, src, secret))
             return updates
