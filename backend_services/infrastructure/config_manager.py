@@ -1194,8 +1194,9 @@ class ConfigurationManager:
             }
             self._file_sha = lkg.file_sha256
 
-    def _lkg_text(self) -> str:
-        lkg = docs.LastKnownGood(
+    def _lkg_snapshot(self) -> docs.LastKnownGood:
+        """The state to save (immutable parts, so it can be encoded off the loop)."""
+        return docs.LastKnownGood(
             service=self.service_name,
             saved_at=self._clock.time(),
             head=self._history.head,
@@ -1210,15 +1211,19 @@ class ConfigurationManager:
             },
             local_only=sorted(self._fleet.local_only) if self._fleet is not None else [],
         )
-        return docs.dump(docs.encode_lkg(lkg, self._policy.seal_file_value))
 
     async def _save_lkg(self) -> None:
         path = self.last_known_good_path
         if path is None:
             return
+        lkg = self._lkg_snapshot()
+        seal = self._policy.seal_file_value
+
+        def write() -> None:  # encoding a large configuration must not stall the loop
+            write_atomic(path, docs.dump(docs.encode_lkg(lkg, seal)))
+
         try:
-            text = self._lkg_text()
-            await asyncio.to_thread(write_atomic, path, text)
+            await asyncio.to_thread(write)
             self.metrics["lkg_writes"] += 1
         except Exception as exc:
             self.metrics["lkg_write_errors"] += 1
