@@ -24,12 +24,15 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture(autouse=True)
-def _clean_dtesn_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No test sees DTESN_* variables it did not set itself."""
+def _clean_dtesn_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """No test sees DTESN_* variables it did not set itself, and none writes
+    last-known-good configuration into the user's state directory."""
     for name in list(os.environ):
         if name.startswith("DTESN_"):
             monkeypatch.delenv(name, raising=False)
-    return
+    monkeypatch.setenv("DTESN_CONFIG_STATE_DIR", str(tmp_path_factory.mktemp("state")))
 
 
 # ---- Redis: a real server for the tests that need one -------------------------------

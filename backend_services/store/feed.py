@@ -131,6 +131,7 @@ class FeedFollower:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                _reraise_if_cancelling()
                 await self._failed(exc)
                 continue
             self._backoff.reset()
@@ -155,6 +156,14 @@ class FeedFollower:
         await self._clock.sleep(delay)
 
 
+def _reraise_if_cancelling() -> None:
+    """A client library may turn our cancellation into its own error (a timeout, a lost
+    connection): when this task is being cancelled, stop instead of retrying."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def _call(fn: Callable[..., Any], what: str, stream: str, *args: Any) -> None:
     """Run a callback (sync or async); a failure is logged, never propagated."""
     try:
@@ -164,4 +173,5 @@ async def _call(fn: Callable[..., Any], what: str, stream: str, *args: Any) -> N
     except asyncio.CancelledError:
         raise
     except Exception as exc:
+        _reraise_if_cancelling()
         _log.exception("feed_callback_failed", stream=stream, callback=what, error=repr(exc))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -207,3 +208,30 @@ def test_arguments_are_validated() -> None:
         stream = args.pop("stream")
         with pytest.raises(ValidationError):
             FeedFollower(store, stream, **args)
+
+
+class CancellationSwallowingStore(MemoryStore):
+    """A store whose blocked read turns its cancellation into a store error, as client
+    libraries sometimes do when a socket read is interrupted."""
+
+    async def read(
+        self, stream: str, after: int, *, count: int = 500, block: float | None = None
+    ) -> FeedBatch:
+        try:
+            return await super().read(stream, after, count=count, block=block)
+        except asyncio.CancelledError:
+            raise StoreUnavailableError("connection lost while reading") from None
+
+
+async def test_stop_ends_a_follower_whose_store_swallows_cancellation() -> None:
+    """stop() returns even when the store reports the cancellation as a store error."""
+    clock = FakeClock()
+    store = CancellationSwallowingStore(clock=clock)
+    rec = Recorder()
+    follower = FeedFollower(
+        store, "s", on_events=rec.on_events, on_resync=rec.on_resync, clock=clock, block=30.0
+    )
+    follower.start()
+    await clock.advance(0)
+    await asyncio.wait_for(follower.stop(), timeout=5)
+    assert follower.errors == 0
