@@ -1,18 +1,22 @@
 """Owned, supervised background work.
 
 Every background loop of a component runs under a :class:`Supervisor`: it is named,
-restarted with jittered exponential backoff when it crashes (the crash is logged), and
-cancelled by :meth:`Supervisor.close`. Nothing dies silently and nothing is left behind.
+restarted with jittered exponential backoff when it crashes (the crash is logged with the
+owner and task name, and counted in :attr:`Supervisor.crashes`), and cancelled by
+:meth:`Supervisor.close`. Nothing dies silently and nothing is left behind. All waiting
+goes through the injected clock, so tests drive restarts with a fake clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .clock import Clock, resolve_clock
+from .errors import ValidationError
 from .log import get_logger
 
 __all__ = ["Backoff", "Supervisor"]
@@ -23,25 +27,67 @@ _log = get_logger("tasks")
 @dataclass(slots=True)
 class Backoff:
     """Jittered exponential backoff: ``initial * factor**n`` capped at ``maximum``,
-    each delay drawn uniformly from [delay/2, delay] ("equal jitter")."""
+    each delay drawn uniformly from [delay/2, delay] ("equal jitter").
+
+    ``rng`` (default: the ``random`` module) draws the jitter; pass a seeded
+    :class:`random.Random` for reproducible delays. Once the cap is reached the attempt
+    count stops growing, so a loop may back off forever without overflowing.
+    """
 
     initial: float = 0.1
     maximum: float = 10.0
     factor: float = 2.0
     attempt: int = 0
+    rng: random.Random | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("initial", "maximum", "factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValidationError(f"Backoff.{name}", value, "a finite number")
+            if not math.isfinite(value):
+                raise ValidationError(f"Backoff.{name}", value, "a finite number")
+        if self.initial <= 0:
+            raise ValidationError("Backoff.initial", self.initial, "a number > 0")
+        if self.maximum < self.initial:
+            raise ValidationError(
+                "Backoff.maximum", self.maximum, f"a number >= initial ({self.initial})"
+            )
+        if self.factor < 1:
+            raise ValidationError("Backoff.factor", self.factor, "a number >= 1")
+
+    @property
+    def base(self) -> float:
+        """The un-jittered delay the next call will draw from (``[base/2, base]``)."""
+        try:
+            grown = self.initial * float(self.factor) ** self.attempt
+        except OverflowError:
+            return self.maximum
+        return min(self.maximum, grown)
 
     def next_delay(self, rng: random.Random | None = None) -> float:
-        base = min(self.maximum, self.initial * (self.factor**self.attempt))
-        self.attempt += 1
-        r = (rng or random).random()
+        """The next delay (seconds); each call moves one step up the curve."""
+        base = self.base
+        if base < self.maximum:
+            self.attempt += 1
+        r = (rng or self.rng or random).random()
         return base / 2 + r * base / 2
 
     def reset(self) -> None:
+        """Back to the first (shortest) delay."""
         self.attempt = 0
 
 
 class Supervisor:
-    """Owns a component's background tasks."""
+    """Owns a component's background tasks.
+
+    ``spawn(name, factory)`` runs ``await factory()`` as task ``"<owner>:<name>"``. When it
+    raises, the crash is logged (event ``task_crashed`` with ``owner`` and ``task``) and,
+    unless ``restart=False``, ``factory()`` runs again after a :class:`Backoff` delay slept
+    on the clock; the backoff starts over when a run lasted longer than its maximum delay.
+    Returning normally ends the task for good. ``await close()`` cancels every task and
+    waits for them; afterwards ``spawn`` raises :class:`RuntimeError`.
+    """
 
     def __init__(self, owner: str, *, clock: Clock | None = None) -> None:
         self.owner = owner
@@ -53,7 +99,7 @@ class Supervisor:
     def spawn(
         self,
         name: str,
-        factory: Callable[[], Awaitable[None]],
+        factory: Callable[[], Awaitable[object]],
         *,
         restart: bool = True,
         backoff: Backoff | None = None,
@@ -72,7 +118,11 @@ class Supervisor:
         return task
 
     async def _run(
-        self, name: str, factory: Callable[[], Awaitable[None]], restart: bool, backoff: Backoff
+        self,
+        name: str,
+        factory: Callable[[], Awaitable[object]],
+        restart: bool,
+        backoff: Backoff,
     ) -> None:
         while True:
             started = self._clock.monotonic()
@@ -85,16 +135,17 @@ class Supervisor:
                 self.crashes[name] = self.crashes.get(name, 0) + 1
                 if self._clock.monotonic() - started > backoff.maximum:
                     backoff.reset()
-                delay = backoff.next_delay()
+                delay = backoff.next_delay() if restart else None
                 _log.exception(
                     "task_crashed",
                     owner=self.owner,
                     task=name,
                     error=repr(exc),
+                    crashes=self.crashes[name],
                     restart=restart,
-                    retry_in=round(delay, 3),
+                    retry_in=None if delay is None else round(delay, 3),
                 )
-                if not restart:
+                if delay is None:
                     return
                 await self._clock.sleep(delay)
 
@@ -103,12 +154,26 @@ class Supervisor:
         """Names of the tasks still running."""
         return [n for n, t in self._tasks.items() if not t.done()]
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._closed
+
     async def close(self) -> None:
-        """Cancel every task and wait for them to finish."""
+        """Cancel every task and wait for them to finish (idempotent).
+
+        Called from inside one of its own tasks (a loop that shuts its component down),
+        it waits for the others and then cancels the calling task too: the caller's code
+        after ``await close()`` runs up to its next ``await``.
+        """
         self._closed = True
-        tasks = [t for t in self._tasks.values() if not t.done()]
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks.values() if not t.done() and t is not current]
         for t in tasks:
             t.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        own = current is not None and current in self._tasks.values()
         self._tasks.clear()
+        if own and current is not None:
+            current.cancel()
