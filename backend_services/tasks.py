@@ -86,7 +86,9 @@ class Supervisor:
     unless ``restart=False``, ``factory()`` runs again after a :class:`Backoff` delay slept
     on the clock; the backoff starts over when a run lasted longer than its maximum delay.
     Returning normally ends the task for good. ``await close()`` cancels every task and
-    waits for them; afterwards ``spawn`` raises :class:`RuntimeError`.
+    waits for them; afterwards ``spawn`` raises :class:`RuntimeError`. An error raised
+    while a task is being cancelled (a client library turning the cancellation into its
+    own exception) ends the task as cancelled: it is not a crash and is not restarted.
     """
 
     def __init__(self, owner: str, *, clock: Clock | None = None) -> None:
@@ -132,6 +134,11 @@ class Supervisor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # A client library turned our cancellation into its own error (a
+                    # timeout, a lost connection): this is a stop, not a crash.
+                    raise asyncio.CancelledError from exc
                 self.crashes[name] = self.crashes.get(name, 0) + 1
                 if self._clock.monotonic() - started > backoff.maximum:
                     backoff.reset()

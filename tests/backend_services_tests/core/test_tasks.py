@@ -276,6 +276,33 @@ async def test_cancelling_a_task_is_not_a_crash(clock: FakeClock) -> None:
     await sup.close()
 
 
+async def test_cancellation_turned_into_an_error_still_stops_the_task(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loop whose client turns the cancellation into another error is stopped by
+    close(), not restarted as a crash (close() would otherwise wait forever)."""
+    runs = 0
+
+    async def wrapped_client() -> None:
+        nonlocal runs
+        runs += 1
+        try:
+            await clock.sleep(1e9)
+        except asyncio.CancelledError:
+            raise ConnectionError("connection closed by client") from None
+
+    sup = Supervisor("svc", clock=clock)
+    task = sup.spawn("reader", wrapped_client)
+    await clock.advance(0)
+    with caplog.at_level(logging.ERROR, logger="backend_services.tasks"):
+        async with asyncio.timeout(5):  # bound on a hang, not a time-based behaviour
+            await sup.close()
+    assert task.cancelled()
+    assert runs == 1
+    assert sup.crashes == {}
+    assert crash_records(caplog) == []
+
+
 # --- Supervisor: names and close -----------------------------------------------------
 
 
