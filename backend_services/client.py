@@ -1,0 +1,377 @@
+"""The resilient request path: discover -> pick -> breaker -> call -> record.
+
+:class:`ServiceClient` sends each call to one endpoint of a service type:
+
+1. the endpoints come from discovery's local cache (healthy and not ejected by passive
+   outlier detection; in *panic mode*, when too few are usable, all of them);
+2. the balancer picks one (peak-EWMA by default, optionally zone/metadata-preferring);
+3. the call goes through that endpoint's own circuit breaker (an open breaker makes the
+   client move on to another endpoint at once, without spending a retry);
+4. the outcome goes back to discovery (passive health) and the latency to the balancer;
+5. a failed *idempotent* call is retried on another endpoint while the retry budget and
+   the caller's deadline allow; when nothing can serve it, ``fallback`` answers, or
+   :class:`~backend_services.errors.ServiceUnavailableError` is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json as _json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
+
+from .balancing import Balancer, Filtered, make_balancer, panic_candidates
+from .clock import Clock, resolve_clock
+from .discovery.model import ServiceEndpoint, ServiceType, coerce_service_type
+from .errors import CircuitBreakerException, ServiceUnavailableError, ValidationError
+from .log import get_logger
+from .retry_budget import RetryBudget
+
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "BreakerFactory",
+    "CallGuard",
+    "EndpointSource",
+    "HttpResponse",
+    "ServiceClient",
+]
+
+T = TypeVar("T")
+_log = get_logger("service_client")
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+class EndpointSource(Protocol):
+    """Where the client gets endpoints and reports outcomes (a ServiceDiscovery)."""
+
+    def usable_endpoints(
+        self, service_type: ServiceType
+    ) -> tuple[Sequence[ServiceEndpoint], Sequence[ServiceEndpoint]]:
+        """``(usable, everything)``: healthy and not ejected, and all instances."""
+        ...
+
+    def report_outcome(self, endpoint: ServiceEndpoint, ok: bool, latency: float) -> None:
+        """The outcome of one real call (passive health checking)."""
+        ...
+
+
+class CallGuard(Protocol):
+    """The per-endpoint circuit breaker, as the client uses it."""
+
+    async def call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``func`` if permitted; raise CircuitBreakerException when not."""
+        ...
+
+
+BreakerFactory = Callable[[ServiceEndpoint], CallGuard]
+
+
+class _PassThrough:
+    """No breaker: every call is permitted."""
+
+    async def call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await func(*args, **kwargs)
+
+
+def _default_breakers() -> BreakerFactory:
+    try:
+        module = importlib.import_module("backend_services.infrastructure.circuit_breaker")
+    except ImportError:  # pragma: no cover - the breaker module ships with the package
+        return lambda endpoint: _PassThrough()
+    breaker: Callable[[str], CallGuard] = module.CircuitBreaker
+
+    def make(endpoint: ServiceEndpoint) -> CallGuard:
+        return breaker(f"endpoint:{endpoint.service_id}")
+
+    return make
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A response read in full."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    endpoint: ServiceEndpoint | None = field(default=None, compare=False)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return _json.loads(self.body)
+
+
+class _BadStatus(Exception):
+    """An upstream answered with a server error (counts as a failed attempt)."""
+
+    def __init__(self, response: HttpResponse):
+        self.response = response
+        super().__init__(f"HTTP {response.status}")
+
+
+def _is_failure_status(status: int) -> bool:
+    return status >= 500
+
+
+class ServiceClient:
+    """Calls one service type through discovery, balancing, breakers and retries.
+
+    ``balancer``: a :class:`~backend_services.balancing.Balancer` or a name
+    (``peak_ewma`` default, ``round_robin``, ``weighted``, ``least_outstanding``).
+    ``prefer``: zone name (matches ``metadata["zone"]``), a metadata dict, or a predicate;
+    preferred endpoints are used while at least ``min_matching`` are usable.
+    ``max_attempts`` bounds tries per call; ``retry_budget`` bounds retries overall.
+    ``timeout``: the default deadline of a whole call; ``attempt_timeout`` of one try.
+    ``panic_threshold``: below this share of usable endpoints, use all of them.
+    ``breaker_factory(endpoint)``: the per-endpoint breaker (the package's CircuitBreaker by
+    default). ``fallback(*args, **kwargs)``: sync or async, answers when nothing can.
+    """
+
+    def __init__(
+        self,
+        discovery: EndpointSource,
+        service_type: ServiceType | str,
+        *,
+        balancer: Balancer | str | None = None,
+        prefer: str | Mapping[str, Any] | Callable[[ServiceEndpoint], bool] | None = None,
+        min_matching: int = 1,
+        max_attempts: int = 3,
+        retry_budget: RetryBudget | None = None,
+        timeout: float = 30.0,
+        attempt_timeout: float | None = None,
+        panic_threshold: float = 0.5,
+        breaker_factory: BreakerFactory | None = None,
+        fallback: Callable[..., Any] | None = None,
+        session: aiohttp.ClientSession | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.service_type = coerce_service_type(service_type)
+        self._source = discovery
+        self._clock = resolve_clock(clock)
+        inner = make_balancer(balancer, clock=self._clock)
+        if prefer is not None:
+            if isinstance(prefer, str):
+                prefer = {"zone": prefer}
+            inner = Filtered(inner, prefer, min_matching=min_matching)
+        self.balancer: Balancer = inner
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValidationError("max_attempts", max_attempts, "an integer >= 1")
+        if not timeout > 0:
+            raise ValidationError("timeout", timeout, "seconds > 0")
+        if attempt_timeout is not None and not attempt_timeout > 0:
+            raise ValidationError("attempt_timeout", attempt_timeout, "seconds > 0, or None")
+        if not 0.0 <= panic_threshold <= 1.0:
+            raise ValidationError("panic_threshold", panic_threshold, "a fraction from 0 to 1")
+        self.max_attempts = max_attempts
+        self.retry_budget = retry_budget or RetryBudget()
+        self.timeout = timeout
+        self.attempt_timeout = attempt_timeout
+        self.panic_threshold = panic_threshold
+        self._breaker_factory = breaker_factory or _default_breakers()
+        self._breakers: dict[str, tuple[ServiceEndpoint, CallGuard]] = {}
+        self.fallback = fallback
+        self._session = session
+        self._own_session = session is None
+        self.metrics: dict[str, int] = {
+            "requests": 0,
+            "successes": 0,
+            "failures": 0,
+            "attempts": 0,
+            "retries": 0,
+            "retries_denied": 0,
+            "breaker_rejections": 0,
+            "fallbacks": 0,
+            "panics": 0,
+            "no_endpoint": 0,
+        }
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the HTTP session this client created."""
+        session, self._session = self._session, None
+        if session is not None and self._own_session and not session.closed:
+            await session.close()
+
+    async def __aenter__(self) -> ServiceClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def get_metrics(self) -> dict[str, int]:
+        """Counters of calls, attempts, retries, rejections and fallbacks."""
+        return dict(self.metrics)
+
+    # ---- the request path ------------------------------------------------------------
+
+    def breaker_for(self, endpoint: ServiceEndpoint) -> CallGuard:
+        """The circuit breaker of ``endpoint`` (created on first use)."""
+        known = self._breakers.get(endpoint.service_id)
+        if known is not None and known[0] == endpoint:
+            return known[1]
+        guard = self._breaker_factory(endpoint)
+        self._breakers[endpoint.service_id] = (endpoint, guard)
+        return guard
+
+    def _prune_breakers(self, everything: Sequence[ServiceEndpoint]) -> None:
+        live = {e.service_id for e in everything}
+        for sid in [s for s in self._breakers if s not in live]:
+            del self._breakers[sid]
+
+    async def call(
+        self,
+        operation: Callable[..., Awaitable[T]],
+        *args: Any,
+        idempotent: bool = True,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's deadline, retries included
+        **kwargs: Any,
+    ) -> T:
+        """``await operation(endpoint, *args, **kwargs)`` on a chosen endpoint, with
+        breakers, retries (idempotent calls only), the deadline and the fallback."""
+        clock = self._clock
+        metrics = self.metrics
+        metrics["requests"] += 1
+        started = clock.monotonic()
+        deadline = started + (self.timeout if timeout is None else timeout)
+        self.retry_budget.record_request(started)
+        tried: set[str] = set()
+        failures = 0
+        last_error: BaseException | None = None
+        source, balancer = self._source, self.balancer
+
+        while True:
+            usable, everything = source.usable_endpoints(self.service_type)
+            candidates, panic = panic_candidates(usable, everything, self.panic_threshold)
+            if panic:
+                metrics["panics"] += 1
+            endpoint = balancer.pick(candidates, tried)
+            if endpoint is None:
+                if not tried:
+                    metrics["no_endpoint"] += 1
+                break
+            tried.add(endpoint.service_id)
+            remaining = deadline - clock.monotonic()
+            if remaining <= 0:
+                last_error = TimeoutError(f"deadline of the call passed after {len(tried)} tries")
+                break
+            if self.attempt_timeout is not None:
+                remaining = min(remaining, self.attempt_timeout)
+            metrics["attempts"] += 1
+            try:
+                async with asyncio.timeout(remaining):
+                    result: T = await self.breaker_for(endpoint).call(
+                        self._attempt, endpoint, operation, args, kwargs
+                    )
+            except CircuitBreakerException as exc:
+                metrics["breaker_rejections"] += 1
+                last_error = exc
+                continue
+            except Exception as exc:
+                last_error = exc
+                failures += 1
+                if not idempotent or failures >= self.max_attempts:
+                    break
+                if deadline - clock.monotonic() <= 0:
+                    break
+                if not self.retry_budget.try_retry(clock.monotonic()):
+                    metrics["retries_denied"] += 1
+                    break
+                metrics["retries"] += 1
+                continue
+            metrics["successes"] += 1
+            if len(self._breakers) > 2 * len(everything) + 16:
+                self._prune_breakers(everything)
+            return result
+
+        metrics["failures"] += 1
+        if self.fallback is not None:
+            metrics["fallbacks"] += 1
+            value = self.fallback(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+            return value  # type: ignore[no-any-return]
+        reason = (
+            f"no {self.service_type.value} endpoint is available"
+            if not tried
+            else f"{self.service_type.value} call failed on {len(tried)} endpoint(s)"
+            f" ({', '.join(sorted(tried))}): {last_error!r}"
+        )
+        error = ServiceUnavailableError(reason)
+        if isinstance(last_error, _BadStatus):
+            error.response = last_error.response  # type: ignore[attr-defined]
+        raise error from last_error
+
+    async def _attempt(
+        self,
+        endpoint: ServiceEndpoint,
+        operation: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        balancer, clock = self.balancer, self._clock
+        balancer.on_start(endpoint)
+        started = clock.monotonic()
+        ok = False
+        try:
+            result = await operation(endpoint, *args, **kwargs)
+            ok = True
+            return result
+        finally:
+            latency = clock.monotonic() - started
+            balancer.on_finish(endpoint, latency, ok)
+            try:
+                self._source.report_outcome(endpoint, ok, latency)
+            except Exception as exc:  # pragma: no cover - reporting never breaks a call
+                _log.exception("report_outcome_failed", error=repr(exc))
+
+    # ---- HTTP ------------------------------------------------------------------------
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is None or session.closed:
+            session = self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+            )
+            self._own_session = True
+        return session
+
+    async def request(
+        self,
+        method: str,
+        path: str = "/",
+        *,
+        idempotent: bool | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's deadline, retries included
+        **kwargs: Any,
+    ) -> HttpResponse:
+        """An HTTP request to ``{endpoint.url}{path}`` (the endpoint's path prefixed).
+        Server errors (5xx) and connection failures count as failed attempts; other
+        responses are returned. ``kwargs`` go to :meth:`aiohttp.ClientSession.request`."""
+        method = method.upper()
+        if idempotent is None:
+            idempotent = method in IDEMPOTENT_METHODS
+        return await self.call(
+            self._http, method, path, idempotent=idempotent, timeout=timeout, **kwargs
+        )
+
+    async def _http(
+        self, endpoint: ServiceEndpoint, method: str, path: str, **kwargs: Any
+    ) -> HttpResponse:
+        base = endpoint.path.rstrip("/")
+        suffix = path if path.startswith("/") else "/" + path
+        url = f"{endpoint.protocol}://{endpoint.address}{base}{suffix}"
+        async with self._get_session().request(method, url, **kwargs) as response:
+            body = await response.read()
+            result = HttpResponse(response.status, dict(response.headers), body, endpoint)
+        if _is_failure_status(result.status):
+            raise _BadStatus(result)
+        return result

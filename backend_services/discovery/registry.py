@@ -1,0 +1,231 @@
+"""Registry operations on the shared store (the I/O half of the layout in ``records``).
+
+Each change is one atomic :meth:`~backend_services.store.protocol.Store.commit`: the
+record, the per-type index and the change-feed event move together, so a reader never
+sees an event without its record or an index entry without its event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConflictError
+from ..store.protocol import Append, Check, Delete, Operation, Put, SetAdd, SetRemove, Store
+from .model import ServiceEndpoint, ServiceHealth, ServiceStatus, ServiceType
+from .records import (
+    FEED,
+    RejectedRecord,
+    health_doc,
+    health_key,
+    index_key,
+    read_health,
+    read_registration,
+    registration_doc,
+    service_key,
+    signed_event,
+)
+from .signing import RecordSigner
+
+__all__ = ["Owned", "Registry", "Snapshot"]
+
+RENEW_BATCH = 500
+
+
+@dataclass(slots=True)
+class Owned:
+    """A registration this process made and keeps alive."""
+
+    endpoint: ServiceEndpoint
+    doc: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """A full reload of the registry."""
+
+    entries: list[tuple[ServiceEndpoint, ServiceHealth, str | None]] = field(default_factory=list)
+    rejected: list[RejectedRecord] = field(default_factory=list)
+    indexed: set[str] = field(default_factory=set)
+
+
+class Registry:
+    """Registry reads and writes for one process (``node``)."""
+
+    def __init__(
+        self,
+        store: Store,
+        signer: RecordSigner,
+        node: str,
+        *,
+        ttl: float,
+        feed_maxlen: int = 10_000,
+    ) -> None:
+        self.store = store
+        self.signer = signer
+        self.node = node
+        self.ttl = ttl
+        self.feed_maxlen = feed_maxlen
+
+    def _append(self, event: dict[str, Any]) -> Append:
+        return Append(FEED, event, self.feed_maxlen)
+
+    # ---- writes ----------------------------------------------------------------------
+
+    def registration(self, endpoint: ServiceEndpoint, registered_at: float) -> dict[str, Any]:
+        """A signed registration document for ``endpoint`` owned by this process."""
+        return registration_doc(endpoint, self.node, registered_at, self.signer)
+
+    async def register(
+        self,
+        endpoint: ServiceEndpoint,
+        doc: dict[str, Any],
+        health: ServiceHealth,
+        *,
+        previous_type: ServiceType | None = None,
+        reason: str = "registered",
+    ) -> int:
+        """Write the registration, its health, the index entry and the event; returns
+        the event's feed position."""
+        sid = endpoint.service_id
+        hdoc = health_doc(health, self.node, self.signer)
+        event = signed_event(
+            "register",
+            sid,
+            self.signer,
+            registration=doc,
+            health=hdoc,
+            reason=reason,
+            writer=self.node,
+        )
+        ops: list[Operation] = [
+            Put(service_key(sid), doc, ttl=self.ttl),
+            Put(health_key(sid), hdoc),
+            SetAdd(index_key(endpoint.service_type), (sid,)),
+        ]
+        if previous_type is not None and previous_type is not endpoint.service_type:
+            ops.append(SetRemove(index_key(previous_type), (sid,)))
+        ops.append(self._append(event))
+        result = await self.store.commit(ops)
+        return result.positions.get(FEED, 0)
+
+    async def deregister(
+        self,
+        service_id: str,
+        service_type: ServiceType,
+        *,
+        op: str = "deregister",
+        reason: str = "deregistered",
+        only_if_absent: bool = False,
+    ) -> int:
+        """Remove a registration (``only_if_absent``: only when its record has expired —
+        raises ConflictError if it came back). Returns the event's feed position."""
+        event = signed_event(
+            op, service_id, self.signer, type=service_type.value, reason=reason, writer=self.node
+        )
+        ops: list[Operation] = []
+        if only_if_absent:
+            ops.append(Check(service_key(service_id), 0))
+        else:
+            ops.append(Delete(service_key(service_id)))
+        ops += [
+            Delete(health_key(service_id)),
+            SetRemove(index_key(service_type), (service_id,)),
+            self._append(event),
+        ]
+        result = await self.store.commit(ops)
+        return result.positions.get(FEED, 0)
+
+    async def publish_health(self, health: ServiceHealth, *, reason: str = "") -> int:
+        """Share a status transition; returns the event's feed position."""
+        hdoc = health_doc(health, self.node, self.signer)
+        event = signed_event(
+            "health", health.service_id, self.signer, health=hdoc, reason=reason, writer=self.node
+        )
+        result = await self.store.commit(
+            [Put(health_key(health.service_id), hdoc), self._append(event)]
+        )
+        return result.positions.get(FEED, 0)
+
+    async def renew(self, owned: Sequence[Owned]) -> list[Owned]:
+        """Extend the TTL of every owned registration; returns those the registry had
+        lost (their record had to be created anew: re-register them)."""
+        lost: list[Owned] = []
+        for start in range(0, len(owned), RENEW_BATCH):
+            batch = owned[start : start + RENEW_BATCH]
+            result = await self.store.commit(
+                [Put(service_key(o.endpoint.service_id), o.doc, ttl=self.ttl) for o in batch]
+            )
+            for o in batch:
+                if result.versions.get(service_key(o.endpoint.service_id)) == 1:
+                    lost.append(o)
+        return lost
+
+    # ---- reads -----------------------------------------------------------------------
+
+    async def indexed_ids(self) -> dict[ServiceType, set[str]]:
+        """The per-type indexes."""
+        return {t: await self.store.members(index_key(t)) for t in ServiceType}
+
+    async def snapshot(self) -> Snapshot:
+        """Every live registration with its health (signatures and fields checked)."""
+        indexes = await self.indexed_ids()
+        ids = sorted(set().union(*indexes.values()))
+        snap = Snapshot(indexed=set(ids))
+        if not ids:
+            return snap
+        records = await self.store.get_many([service_key(s) for s in ids])
+        healths = await self.store.get_many([health_key(s) for s in ids])
+        for sid in ids:
+            record = records.get(service_key(sid))
+            if record is None:
+                continue  # expired; the reaper removes it from the index
+            try:
+                endpoint, owner = read_registration(record.value, self.signer, sid)
+            except RejectedRecord as exc:
+                snap.rejected.append(exc)
+                continue
+            health = ServiceHealth(sid, ServiceStatus.UNKNOWN)
+            hrec = healths.get(health_key(sid))
+            if hrec is not None:
+                try:
+                    health = read_health(hrec.value, self.signer, sid)
+                except RejectedRecord as exc:
+                    snap.rejected.append(exc)
+            snap.entries.append((endpoint, health, owner))
+        return snap
+
+    async def record_type(self, service_id: str) -> ServiceType | None:
+        """The type of a registration held by the registry (None when absent/invalid)."""
+        record = await self.store.get(service_key(service_id))
+        if record is None:
+            return None
+        try:
+            return read_registration(record.value, self.signer, service_id)[0].service_type
+        except RejectedRecord:
+            return None
+
+    async def expired(self) -> tuple[list[tuple[str, ServiceType]], int]:
+        """Indexed ids whose registration record is gone, and how many are indexed."""
+        indexes = await self.indexed_ids()
+        pairs = [(sid, t) for t, members in indexes.items() for sid in members]
+        if not pairs:
+            return [], 0
+        present = await self.store.get_many([service_key(s) for s, _ in pairs])
+        gone = [(s, t) for s, t in pairs if service_key(s) not in present]
+        return gone, len(pairs)
+
+    async def remove_expired(self, gone: Iterable[tuple[str, ServiceType]]) -> list[int]:
+        """Remove expired registrations (skipping any that came back meanwhile)."""
+        positions: list[int] = []
+        for sid, service_type in gone:
+            try:
+                positions.append(
+                    await self.deregister(
+                        sid, service_type, op="expire", reason="ttl expired", only_if_absent=True
+                    )
+                )
+            except ConflictError:
+                continue
+        return positions

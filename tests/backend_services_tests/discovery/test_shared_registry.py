@@ -1,0 +1,313 @@
+"""Several discovery processes over one store (clock-driven): shared health, checks
+divided by leases, TTL leases with heartbeats, expiry, self-preservation, re-registration
+and signed records."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from backend_services.discovery.model import ServiceEndpoint, ServiceStatus, ServiceType
+from backend_services.discovery.preservation import PreservationPolicy
+from backend_services.errors import AuthorizationError
+from backend_services.infrastructure.service_discovery import DiscoveryEvent, ServiceDiscovery
+from backend_services.store.memory import MemoryStore
+from backend_services.testing import FakeClock
+
+from .scripted import ScriptedProbe
+
+M = ServiceType.DTESN_MEMBRANE
+Make = Callable[..., ServiceDiscovery]
+
+
+def _ep(sid: str) -> ServiceEndpoint:
+    return ServiceEndpoint(sid, M, "127.0.0.1", 9000)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(start=0.0)
+
+
+@pytest.fixture
+def store(clock: FakeClock) -> MemoryStore:
+    return MemoryStore(clock=clock)
+
+
+@pytest.fixture
+async def make(clock: FakeClock, store: MemoryStore) -> AsyncIterator[Make]:
+    made: list[ServiceDiscovery] = []
+
+    def factory(name: str, **kwargs: Any) -> ServiceDiscovery:
+        options: dict[str, Any] = {
+            "health_check_interval": 10.0,
+            "service_ttl": 30.0,
+            "check_jitter": 0.0,
+            "maintenance_interval": 2.0,
+            "clock": clock,
+            "store": store,
+            "node_id": name,
+            "probe": ScriptedProbe(name),
+        }
+        options.update(kwargs)
+        d = ServiceDiscovery(**options)
+        made.append(d)
+        return d
+
+    yield factory
+    for d in made:
+        await d.shutdown()
+
+
+def _probe(d: ServiceDiscovery) -> ScriptedProbe:
+    probe = d._probe
+    assert isinstance(probe, ScriptedProbe)
+    return probe
+
+
+async def test_second_process_sees_registration_and_health(clock: FakeClock, make: Make) -> None:
+    """A registration and its health status made in one process show in the other."""
+    a, b = make("a"), make("b")
+    await a.initialize()
+    await b.initialize()
+    await a.register_service(_ep("s1"))
+    await clock.advance(0)
+    assert "s1" in b.services
+    assert (await b.get_service_health("s1")).status is ServiceStatus.HEALTHY  # type: ignore[union-attr]
+    assert [e.service_id for e in await b.discover_services(M)] == ["s1"]
+    await a.deregister_service("s1")
+    await clock.advance(0)
+    assert "s1" not in b.services
+
+
+async def test_checks_are_divided_between_processes(clock: FakeClock, make: Make) -> None:
+    """With two processes, every instance is checked by exactly one of them."""
+    a, b = make("a"), make("b")
+    await a.initialize()
+    await b.initialize()
+    await clock.advance(7)  # a few lease refreshes settle the fair share
+    assert len(a._shards.held) == len(b._shards.held) == 8  # type: ignore[union-attr]
+    for i in range(40):
+        await a.register_service(_ep(f"s{i}"))
+    await clock.advance(0)
+    pa, pb = _probe(a), _probe(b)
+    pa.calls.clear()
+    pb.calls.clear()
+    await clock.advance(30)
+    checked_by_a, checked_by_b = set(pa.calls), set(pb.calls)
+    assert checked_by_a | checked_by_b == {f"s{i}" for i in range(40)}
+    assert checked_by_a.isdisjoint(checked_by_b)
+    assert checked_by_a
+    assert checked_by_b
+
+
+async def test_shared_status_follows_the_checker(clock: FakeClock, make: Make) -> None:
+    """A status found by whichever process checks is what every process sees."""
+    a, b = make("a"), make("b")
+    await a.initialize()
+    await b.initialize()
+    await clock.advance(7)
+    await a.register_service(_ep("s1"))
+    await clock.advance(0)
+    for d in (a, b):
+        _probe(d).set("s1", False)
+    downs: list[str] = []
+    a.add_service_down_callback(downs.append)
+    await clock.advance(40)
+    for d in (a, b):
+        assert (await d.get_service_health("s1")).status is ServiceStatus.UNHEALTHY  # type: ignore[union-attr]
+    assert downs == ["s1"]
+
+
+async def test_survivor_takes_over_the_checks(clock: FakeClock, make: Make) -> None:
+    """When one process stops, the other acquires its shards and checks everything."""
+    a, b = make("a"), make("b")
+    await a.initialize()
+    await b.initialize()
+    await clock.advance(7)
+    for i in range(20):
+        await b.register_service(_ep(f"s{i}"))
+    await a.shutdown()
+    await clock.advance(10)
+    assert len(b._shards.held) == 16  # type: ignore[union-attr]
+    _probe(b).calls.clear()
+    await clock.advance(11)
+    assert set(_probe(b).calls) == {f"s{i}" for i in range(20)}
+
+
+async def test_heartbeats_keep_a_registration_past_its_ttl(
+    clock: FakeClock, make: Make, store: MemoryStore
+) -> None:
+    """The owner renews the lease; the record outlives many TTLs."""
+    a = make("a")
+    await a.initialize()
+    await a.register_service(_ep("s1"))
+    await clock.advance(300)
+    assert await store.get("sd:svc:s1") is not None
+    assert "s1" in a.services
+
+
+async def test_registration_of_a_dead_owner_expires(
+    clock: FakeClock, make: Make, store: MemoryStore
+) -> None:
+    """An owner that stops heartbeating loses its registration after the TTL; the other
+    process sees it expire and fires the down callback."""
+    a, b = make("a"), make("b")
+    await a.initialize()
+    await b.initialize()
+    await a.register_service(_ep("s1"))
+    await clock.advance(1)
+    downs: list[str] = []
+    events: list[DiscoveryEvent] = []
+    b.add_service_down_callback(downs.append)
+    b.add_listener(events.append)
+    await a._supervisor.close()  # the owner dies: no heartbeat, no deregistration
+    await clock.advance(40)
+    assert await store.get("sd:svc:s1") is None
+    assert "s1" not in b.services
+    assert downs == ["s1"]
+    assert ("expired", "s1") in [(e.kind, e.service_id) for e in events]
+
+
+async def test_self_preservation_pauses_mass_expiry(
+    clock: FakeClock, make: Make, store: MemoryStore
+) -> None:
+    """When most registrations expire at once, the reaper keeps them and says so."""
+    owner = make("owner")
+    watcher = make("watcher", preservation_policy=PreservationPolicy(threshold=0.5, window=600))
+    await owner.initialize()
+    await watcher.initialize()
+    for i in range(10):
+        await owner.register_service(_ep(f"s{i}"))
+    await clock.advance(1)
+    events: list[DiscoveryEvent] = []
+    watcher.add_listener(events.append)
+    await owner._supervisor.close()
+    await clock.advance(60)
+    kinds = {e.kind for e in events}
+    assert "self_preservation_started" in kinds
+    assert "evictions_paused" in kinds
+    assert len(watcher.services) == 10
+    assert watcher.self_preservation
+    assert watcher.get_metrics()["expired_services"] == 0
+
+
+async def test_lost_registrations_are_restored_by_their_owner(
+    clock: FakeClock, make: Make, store: MemoryStore
+) -> None:
+    """If the registry loses a record (flush, restart), the owner re-registers it."""
+    a, b = make("a"), make("b")
+    await a.initialize()
+    await b.initialize()
+    await a.register_service(_ep("s1"))
+    await clock.advance(1)
+    await store.delete("sd:svc:s1")
+    await store.delete("sd:health:s1")
+    await store.set_remove("sd:idx:dtesn_membrane", "s1")
+    await clock.advance(11)  # one heartbeat (ttl / 3)
+    assert await store.get("sd:svc:s1") is not None
+    assert "s1" in await store.members("sd:idx:dtesn_membrane")
+    assert a.get_metrics()["registrations_restored"] == 1
+    assert "s1" in b.services
+
+
+async def test_reader_resyncs_when_its_position_is_gone(
+    clock: FakeClock, make: Make, store: MemoryStore
+) -> None:
+    """A feed reset forces a full reload; the view ends up equal to the registry."""
+    a, b = make("a"), make("b")
+    await a.initialize()
+    await b.initialize()
+    await a.register_service(_ep("s1"))
+    await clock.advance(1)
+    resyncs = b.get_metrics()["resyncs"]
+    store.feeds.reset(10**9)
+    await a.register_service(_ep("s2"))
+    await clock.advance(2)
+    assert b.get_metrics()["resyncs"] > resyncs
+    assert set(b.services) == {"s1", "s2"}
+
+
+# ---- signed records -------------------------------------------------------------------
+
+
+async def test_signed_registry_ignores_and_reports_forged_records(
+    clock: FakeClock, make: Make, store: MemoryStore
+) -> None:
+    """A record written straight into the store without the key is ignored by readers
+    (on the feed and on reload) and reported."""
+    a = make("a", registration_key="k3y")
+    await a.initialize()
+    events: list[DiscoveryEvent] = []
+    a.add_listener(events.append)
+    forged = {
+        "kind": "registration",
+        "endpoint": {
+            "service_id": "evil",
+            "service_type": "dtesn_membrane",
+            "host": "203.0.113.9",
+            "port": 80,
+        },
+        "owner": "x",
+    }
+    await store.put("sd:svc:evil", forged)
+    await store.set_add("sd:idx:dtesn_membrane", "evil")
+    await store.append(
+        "sd:events",
+        {"kind": "event", "op": "register", "id": "evil", "registration": forged, "health": {}},
+    )
+    await clock.advance(1)
+    assert "evil" not in a.services
+    store.feeds.reset(10**9)  # force a reload from the records
+    await clock.advance(2)
+    assert "evil" not in a.services
+    assert a.get_metrics()["rejected_records"] >= 2
+    assert any(e.kind == "record_rejected" and e.service_id == "evil" for e in events)
+
+
+async def test_tampered_signed_record_is_rejected(
+    clock: FakeClock, make: Make, store: MemoryStore
+) -> None:
+    """Changing a signed record (e.g. redirecting its host) breaks the signature."""
+    a = make("a", registration_key="k3y")
+    await a.initialize()
+    await a.register_service(_ep("s1"))
+    await clock.advance(1)
+    record = await store.get("sd:svc:s1")
+    assert record is not None
+    record.value["endpoint"]["host"] = "203.0.113.9"
+    await store.put("sd:svc:s1", record.value)
+    b = make("b", registration_key="k3y")
+    await b.initialize()
+    assert "s1" not in b.services
+    assert b.get_metrics()["rejected_records"] == 1
+
+
+async def test_registration_without_credentials_is_refused(
+    clock: FakeClock, make: Make, store: MemoryStore
+) -> None:
+    """A process required to sign but holding no key cannot register; nothing changes."""
+    d = make("d", require_signed=True, registration_key=None)
+    await d.initialize()
+    with pytest.raises(AuthorizationError, match="DTESN_SERVICE_REGISTRATION_KEY"):
+        await d.register_service(_ep("s1"))
+    assert await store.get("sd:svc:s1") is None
+    assert await store.members("sd:idx:dtesn_membrane") == set()
+    assert "s1" not in d.services
+
+
+async def test_key_from_environment(
+    clock: FakeClock, make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DTESN_SERVICE_REGISTRATION_KEY signs; a reader with another key ignores it."""
+    monkeypatch.setenv("DTESN_SERVICE_REGISTRATION_KEY", "one")
+    writer = make("w")
+    await writer.initialize()
+    await writer.register_service(_ep("s1"))
+    monkeypatch.setenv("DTESN_SERVICE_REGISTRATION_KEY", "two")
+    reader = make("r")
+    await reader.initialize()
+    assert "s1" not in reader.services
+    assert reader.get_metrics()["rejected_records"] >= 1
