@@ -14,7 +14,9 @@ A call goes through three steps::
 Fast path contract (used inline by the async shell): while ``_fast`` is true the breaker
 admits without asking, and a successful call is recorded by ``_n += 1`` followed by
 ``_tally_success(now, duration)`` only when ``duration >= _slow_thr or now >= _roll_at``;
-that is exactly what :meth:`on_success` does for an ``ADMIT`` token.
+that is exactly what :meth:`on_success` does for an ``ADMIT`` token. While
+``now < _reject_until`` (open and not due, or forced open) a call is rejected with
+:meth:`reject`, exactly as :meth:`acquire` would.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class BreakerCore:
         "_next_token",
         "_open_until",
         "_openings",
+        "_reject_until",
         "_rejected",
         "_rng",
         "_roll_at",
@@ -107,6 +110,7 @@ class BreakerCore:
         self._last_fail_n = 0
         self._since = now
         self._open_until = -_INF
+        self._reject_until = -_INF
         self._openings = 0
         self._transitions = 0
         self._trials: dict[int, float] | None = None
@@ -194,6 +198,12 @@ class BreakerCore:
             return ADMIT
         self._rejected += 1
         return REJECT
+
+    def reject(self, now: float) -> float | None:
+        """Count a call rejected without asking (``now < _reject_until``, i.e. open and
+        not yet due, or forced open); returns the seconds until the next trial."""
+        self._rejected += 1
+        return None if self._state is _FORCED_OPEN else self._open_until - now
 
     def release(self, token: int) -> None:
         """Give back a trial permit without an outcome (the call never ran)."""
@@ -459,7 +469,10 @@ class BreakerCore:
                 self._openings = 0
             self._window.reset(self._n, now)
             self._consec_fail = 0
-        self._fast = new in _FAST_STATES and self._fast_ok
+        self._update_fast()
+        self._reject_until = (
+            self._open_until if new is _OPEN else _INF if new is _FORCED_OPEN else -_INF
+        )
         self._rearm(now)
         self._on_transition(old, new, trigger, now)
         return True
@@ -467,7 +480,11 @@ class BreakerCore:
     def _set_fast_ok(self, ok: bool) -> None:
         """Allow (or stop) the inline fast path independently of the state."""
         self._fast_ok = ok
-        self._fast = self._state in _FAST_STATES and ok
+        self._update_fast()
+
+    def _update_fast(self) -> None:
+        """Recompute ``_fast`` (subclasses extend it with flags derived from it)."""
+        self._fast = self._state in _FAST_STATES and self._fast_ok
 
     def _set_attention(self, on: bool, now: float) -> None:
         """Make every successful call take the slow path (result checks, listeners)."""

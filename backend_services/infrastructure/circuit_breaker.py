@@ -87,8 +87,9 @@ _CANCELLED: Final = asyncio.CancelledError
 _TRANSITION: Final = EventKind.STATE_TRANSITION
 _isawaitable: Final = inspect.isawaitable
 _NO_EXPIRED: Final[dict[asyncio.Task[object], tuple[float, int]]] = {}
+_new_exception: Final = CircuitBreakerException.__new__
 
-PROCESS_ID: Final = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+PROCESS_ID: str = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 """How this process names itself to the fleet (host, pid, random suffix)."""
 
 
@@ -125,8 +126,11 @@ class CircuitBreaker(BreakerCore):
         "_auto_connect",
         "_clock",
         "_closed",
+        "_ctx_single",
         "_ctx_slow",
         "_ctx_slow_n",
+        "_ctx_t0",
+        "_entered",
         "_expired",
         "_fleet",
         "_fleet_base",
@@ -162,18 +166,21 @@ class CircuitBreaker(BreakerCore):
         if fallback_function is not None and not callable(fallback_function):
             raise ValidationError("fallback_function", fallback_function, "a callable or None")
         clock = resolve_clock(clock)
+        self._rt = config.request_timeout
+        self._ctx_slow_n = 0
+        self._ctx_single = False
         super().__init__(name, config, now=clock.monotonic(), rng=rng)
         self._clock = clock
         self._mono = _fresh_reader(clock)
         self._redis_url = resolve_redis_url(redis_url)
         self._store = store
         self.fallback_function = fallback_function
-        self._rt = config.request_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: dict[asyncio.Task[object], float] = {}
         self._expired = _NO_EXPIRED
         self._ctx_slow: dict[asyncio.Task[object], list[tuple[int, float, bool]]] | None = None
-        self._ctx_slow_n = 0
+        self._ctx_t0: float | None = None
+        self._entered: Awaitable[CircuitBreaker] | None = None
         self._listeners: Listeners | None = None
         self._fleet: FleetLink | None = None
         self._fleet_version = 0
@@ -260,6 +267,11 @@ class CircuitBreaker(BreakerCore):
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)
 
+    def _update_fast(self) -> None:
+        super()._update_fast()
+        # `async with` without a request timeout: one start-time slot, no task lookup
+        self._ctx_single = self._fast and self._rt is None and not self._ctx_slow_n
+
     def _bind(self) -> asyncio.Task[object] | None:
         """Bind to the running loop (its task table and request-timeout watchdog)."""
         loop = asyncio.get_running_loop()
@@ -275,6 +287,8 @@ class CircuitBreaker(BreakerCore):
                 self._expired = _NO_EXPIRED
             self._ctx_slow = None
             self._ctx_slow_n = 0
+            self._ctx_t0 = None
+            self._update_fast()
         return current_task_of(loop)
 
     # --- reading ---------------------------------------------------------------------
@@ -525,6 +539,23 @@ class CircuitBreaker(BreakerCore):
             self._emit(EventKind.REJECTED, exception=exc, retry_after=retry)
         return exc
 
+    def _reject_now(self, now: float) -> CircuitBreakerException:
+        """The rejection of a call while ``now < _reject_until`` (no admission needed)."""
+        # core.reject(), inlined; BaseException.__new__ fills ``args`` without running
+        # the Python __init__ (the cheapest way to make the exception)
+        self._rejected += 1
+        state = self._state
+        exc: CircuitBreakerException = _new_exception(
+            CircuitBreakerException,
+            self.name,
+            state,
+            None if state is CircuitState.FORCED_OPEN else self._open_until - now,
+            None,
+        )
+        if self._listeners is not None:
+            self._emit(EventKind.REJECTED, exception=exc, retry_after=exc.retry_after)
+        return exc
+
     def _timeout_error(self) -> TimeoutError:
         return TimeoutError(
             f"call through circuit {self.name!r} exceeded request_timeout={self._rt}s"
@@ -699,38 +730,67 @@ class CircuitBreaker(BreakerCore):
                     if t1 - t0 >= self._slow_thr or t1 >= self._roll_at:
                         self._success_attention(result, t1, t1 - t0)
                     return result
+        else:
+            now = self._mono()
+            if now < self._reject_until:  # open and not yet due: reject without asking
+                rejected = self._reject_now(now)
+                if self.fallback_function is None:
+                    raise rejected
+                return await run_fallback(self.fallback_function, rejected, args, kwargs)
         return await self._guarded(func, args, kwargs, self.fallback_function)
 
-    async def __aenter__(self) -> CircuitBreaker:
-        if self._fast and not self._ctx_slow_n:
-            task = current_task_of(self._loop)
-            if task is not None:
-                t0 = self._mono()
-                if self._inflight.setdefault(task, t0) is t0:
-                    return self
-        await self._enter_slow()
-        return self
+    def __aenter__(self) -> Awaitable[CircuitBreaker]:
+        # A plain method returning an already-completed future: no coroutine per entry.
+        if self._ctx_single:  # closed, no request timeout, no slow entries open
+            if self._ctx_t0 is None:  # and no overlapping entry: use the one slot
+                self._ctx_t0 = self._mono()
+                return self._entered or self._make_entered()
+        elif self._fast:
+            if not self._ctx_slow_n and self._rt is not None:
+                task = current_task_of(self._loop)
+                if task is not None:
+                    t0 = self._mono()
+                    if self._inflight.setdefault(task, t0) is t0:
+                        return self._entered or self._make_entered()
+        else:
+            now = self._mono()
+            if now < self._reject_until:
+                raise self._reject_now(now)
+        return self._enter_slow()
 
-    async def __aexit__(
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
-        if not self._ctx_slow_n:
-            t0 = self._inflight.pop(current_task_of(self._loop), None)  # type: ignore[arg-type]
-            if t0 is not None and exc_type is None:
+    ) -> Awaitable[None]:
+        if exc_type is None and not self._ctx_slow_n:
+            t0 = self._ctx_t0  # only ever set without a request timeout
+            if t0 is not None:
+                self._ctx_t0 = None
                 t1 = self._mono()
                 self._n += 1
                 if t1 - t0 >= self._slow_thr or t1 >= self._roll_at:
                     self._success_attention(None, t1, t1 - t0)
-                return
-            if t0 is not None:
-                await self._exit_error(ADMIT, t0, None, exc)
-                return
-        await self._exit_slow(exc)
+                return _DONE
+            if self._rt is not None:
+                t0 = self._inflight.pop(current_task_of(self._loop), None)  # type: ignore[arg-type]
+                if t0 is not None:
+                    t1 = self._mono()
+                    self._n += 1
+                    if t1 - t0 >= self._slow_thr or t1 >= self._roll_at:
+                        self._success_attention(None, t1, t1 - t0)
+                    return _DONE
+        return self._exit_slow(exc)
 
-    async def _enter_slow(self) -> None:
+    def _make_entered(self) -> Awaitable[CircuitBreaker]:
+        self._entered = _completed(self)
+        return self._entered
+
+    async def _enter_slow(self) -> CircuitBreaker:
+        """Entering ``async with`` off the fast path. Entries that do not fit the fast
+        path's single slot (or the task's watchdog registration) go on a per-task stack;
+        while any is open, every exit checks the stack first (entries nest per task)."""
         task = current_task_of(self._loop)
         if task is None:
             task = self._bind()
@@ -744,48 +804,69 @@ class CircuitBreaker(BreakerCore):
             raise self._rejection(now)
         t0 = self._mono()
         registered = False
-        if token == ADMIT and not self._ctx_slow_n and self._inflight.setdefault(task, t0) is t0:
-            return  # an ordinary entry after all (exits take the fast path)
-        if self._rt is not None:
+        if token == ADMIT and not self._ctx_slow_n:  # an ordinary entry after all
+            if self._rt is None:
+                if self._ctx_t0 is None:
+                    self._ctx_t0 = t0
+                    return self
+            elif self._inflight.setdefault(task, t0) is t0:
+                return self
+        elif self._rt is not None:
             registered = self._inflight.setdefault(task, t0) is t0
         if self._ctx_slow is None:
             self._ctx_slow = {}
         self._ctx_slow.setdefault(task, []).append((token, t0, registered))
         self._ctx_slow_n += 1
+        self._update_fast()
+        return self
 
     async def _exit_slow(self, exc: BaseException | None) -> None:
         task = current_task_of(self._loop)
         stack = self._ctx_slow.get(task) if self._ctx_slow and task is not None else None
-        if not stack:
-            # an ordinary entry, exited while slow entries of other tasks are open
-            t0 = self._inflight.pop(task, None) if task is not None else None
-            if t0 is not None:
-                if exc is None:
-                    t1 = self._mono()
-                    self._record_success(ADMIT, None, t1, t1 - t0)
+        if stack:
+            token, t0, registered = stack.pop()
+            if not stack:
+                del self._ctx_slow[task]  # type: ignore[union-attr, arg-type]
+            self._ctx_slow_n -= 1
+            self._update_fast()
+            if registered and task is not None:
+                if self._inflight.get(task) is t0:
+                    del self._inflight[task]
                 else:
-                    await self._exit_error(ADMIT, t0, task, exc)
+                    await self._exit_error(token, t0, task, exc, expired=True)
+                    return
+            if exc is None:
+                t1 = self._mono()
+                self._record_success(token, None, t1, t1 - t0)
+                self._release_trial(token)
                 return
-            entry = self._expired.get(task) if task is not None else None
-            if entry is not None:  # the watchdog removed the entry
-                await self._exit_error(ADMIT, entry[0], task, exc, expired=True)
+            await self._exit_error(token, t0, task, exc, registered=registered)
             return
-        token, t0, registered = stack.pop()
-        if not stack:
-            del self._ctx_slow[task]  # type: ignore[union-attr, arg-type]
-        self._ctx_slow_n -= 1
-        if registered and task is not None:
-            if self._inflight.get(task) is t0:
-                del self._inflight[task]
+        # the task's ordinary entry (single slot, or its watchdog registration)
+        if self._rt is None:
+            start = self._ctx_t0
+            if start is None:
+                return  # an entry made before a loop change: nothing to record
+            self._ctx_t0 = None
+            if exc is None:
+                t1 = self._mono()
+                self._record_success(ADMIT, None, t1, t1 - start)
             else:
-                await self._exit_error(token, t0, task, exc, expired=True)
-                return
-        if exc is None:
-            t1 = self._mono()
-            self._record_success(token, None, t1, t1 - t0)
-            self._release_trial(token)
+                await self._exit_error(ADMIT, start, task, exc, registered=False)
             return
-        await self._exit_error(token, t0, task, exc, registered=registered)
+        if task is None:
+            return
+        t0_reg = self._inflight.pop(task, None)
+        if t0_reg is not None:
+            if exc is None:
+                t1 = self._mono()
+                self._record_success(ADMIT, None, t1, t1 - t0_reg)
+            else:
+                await self._exit_error(ADMIT, t0_reg, task, exc)
+            return
+        entry = self._expired.get(task)
+        if entry is not None:  # the watchdog removed the entry
+            await self._exit_error(ADMIT, entry[0], task, exc, expired=True)
 
     async def _exit_error(
         self,
@@ -905,6 +986,40 @@ class CircuitBreaker(BreakerCore):
 _BACKGROUND: set[asyncio.Task[Any]] = set()
 
 
+class _NoLoop:
+    """Enough of a loop to create futures that are completed at once and never wait."""
+
+    def get_debug(self) -> bool:
+        return False
+
+
+def _completed(value: Any) -> Awaitable[Any]:
+    """An awaitable that is already done with ``value``: awaiting it never suspends and
+    touches no event loop, so one object serves every loop. (A completed future is the
+    cheapest such awaitable; a coroutine would cost a frame per ``async with``.)"""
+    try:
+        future: asyncio.Future[Any] = asyncio.Future(loop=_NO_LOOP)  # type: ignore[arg-type]
+        future.set_result(value)
+        return future
+    except Exception:  # pragma: no cover - an asyncio without loop-free futures
+        return _Ready(value)
+
+
+class _Ready:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self) -> Any:
+        return self.value
+        yield  # a generator: returns at once
+
+
+_NO_LOOP = _NoLoop()
+_DONE: Final[Awaitable[None]] = _completed(None)
+
+
 def _fresh_reader(clock: Clock) -> Callable[[], float]:
     """``clock.monotonic``, returning a new float object on every call.
 
@@ -955,6 +1070,13 @@ def _async_wrapper_timed(
                     if t1 - t0 >= slow_thr or t1 >= b._roll_at:
                         attention(result, t1, t1 - t0)
                     return result
+        else:
+            now = mono()
+            if now < b._reject_until:  # open and not yet due: reject without asking
+                rejected = b._reject_now(now)
+                if fallback is None:
+                    raise rejected
+                return await run_fallback(fallback, rejected, args, kwargs)
         return await guarded(func, args, kwargs, fallback)
 
     return wrapper
@@ -981,6 +1103,12 @@ def _async_wrapper(
             if t1 - t0 >= slow_thr or t1 >= b._roll_at:
                 attention(result, t1, t1 - t0)
             return result
+        now = mono()
+        if now < b._reject_until:  # open and not yet due: reject without asking
+            rejected = b._reject_now(now)
+            if fallback is None:
+                raise rejected
+            return await run_fallback(fallback, rejected, args, kwargs)
         return await guarded(func, args, kwargs, fallback)
 
     return wrapper
@@ -1016,6 +1144,12 @@ def _sync_wrapper(
                 return result
             b._n += 1
             return result
+        now = mono()
+        if now < b._reject_until:  # open and not yet due: reject without asking
+            rejected = b._reject_now(now)
+            if fallback is None:
+                raise rejected
+            return run_fallback_sync(fallback, rejected, args, kwargs)
         return guarded(func, args, kwargs, fallback)
 
     return wrapper

@@ -32,6 +32,7 @@ leases while Redis answers, and per process otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import threading
@@ -60,6 +61,8 @@ PERMIT_TIMEOUT: Final = 1.0
 """Seconds to wait for the store to grant a trial permit before deciding locally."""
 FLUSH_TIMEOUT: Final = 5.0
 """Seconds :meth:`FleetLink.flush` waits for a write before giving up (logged)."""
+CLOSE_TIMEOUT: Final = 2.0
+"""Seconds :meth:`FleetLink.close` waits for its background tasks to end."""
 _MAX_ATTEMPTS: Final = 5
 
 
@@ -98,6 +101,8 @@ class FleetLink:
         self._thread = threading.get_ident()
         self._follower: FeedFollower | None = None
         self._started: asyncio.Task[None] | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closing = False
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -123,7 +128,9 @@ class FleetLink:
             block=1.0,
         )
         self._follower.start()
-        self.supervisor.spawn("writer", self._writer, backoff=Backoff(0.05, 2.0))
+        self._writer_task = self.supervisor.spawn(
+            "writer", self._writer, backoff=Backoff(0.05, 2.0)
+        )
 
     async def ready(self) -> None:
         assert self._started is not None
@@ -132,9 +139,20 @@ class FleetLink:
     async def close(self) -> None:
         for name in list(self.pending):
             await self._wait_written(name)
-        await self.supervisor.close()
+        self._closing = True
+        await _cancel_until_done(self._own_tasks(), CLOSE_TIMEOUT)
         if self.owns_store:
-            await self.store.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.store.close(), CLOSE_TIMEOUT)
+        closer = asyncio.ensure_future(self.supervisor.close())
+        done, _ = await asyncio.wait({closer}, timeout=CLOSE_TIMEOUT)
+        if not done:
+            _log.warning("fleet_close_slow", waited=CLOSE_TIMEOUT, tasks=self.supervisor.names)
+
+    def _own_tasks(self) -> list[asyncio.Task[Any]]:
+        current = asyncio.current_task()
+        tasks = [getattr(self._follower, "_task", None), self._writer_task]
+        return [t for t in tasks if t is not None and t is not current and not t.done()]
 
     @property
     def connected(self) -> bool:
@@ -210,12 +228,30 @@ class FleetLink:
             _log.warning("shared_state_write_slow", name=name, waited=FLUSH_TIMEOUT)
 
     async def _writer(self) -> None:
+        try:
+            await self._write_loop()
+        except asyncio.CancelledError:
+            # cancelled without close(): the loop is shutting down (a program that never
+            # closed its breakers) — end the follower too and release the connections
+            if not self._closing:
+                self._closing = True
+                await _cancel_until_done(self._own_tasks(), CLOSE_TIMEOUT)
+                if self.owns_store:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(self.store.close(), CLOSE_TIMEOUT)
+            raise
+
+    async def _write_loop(self) -> None:
         assert self._wake is not None
         backoff = Backoff(initial=0.05, maximum=2.0)
+        me = asyncio.current_task()
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self.pending:
+                if me is not None and me.cancelling():
+                    # a cancellation swallowed further down (asyncio.wait_for on 3.11)
+                    raise asyncio.CancelledError
                 name = next(iter(self.pending))
                 ref, manual = self.pending.pop(name)
                 breaker = ref()
@@ -270,10 +306,9 @@ class FleetLink:
                 if record is None:
                     breaker._fleet_version = 0
                     continue
-                if manual:
-                    breaker._fleet_version = record.version
+                if manual or not self._apply(breaker, record, force=True):
+                    breaker._fleet_version = record.version  # write on top of it
                     continue
-                self._apply(breaker, record, force=True)
                 return
             breaker._fleet_version = result.versions.get(key, expect + 1)
             breaker._fleet_base = state
@@ -296,10 +331,11 @@ class FleetLink:
 
     # --- reading ---------------------------------------------------------------------
 
-    def _apply(self, breaker: CircuitBreaker, record: Record, *, force: bool = False) -> None:
-        """Adopt a shared record newer than what ``breaker`` knows (any, with ``force``)."""
+    def _apply(self, breaker: CircuitBreaker, record: Record, *, force: bool = False) -> bool:
+        """Adopt a shared record newer than what ``breaker`` knows (any, with ``force``).
+        False if the record is malformed (it is then overwritten by the next write)."""
         if not force and record.version <= breaker._fleet_version:
-            return
+            return True
         value = record.value
         try:
             if not isinstance(value, Mapping):
@@ -313,17 +349,18 @@ class FleetLink:
             _log.warning(
                 "shared_state_corrupt", name=breaker.name, value=repr(value), error=str(exc)
             )
-            return
+            return False
         if breaker.name in self.pending and not force:
             # our own decision is about to be written: its CAS (against the version we
             # know) fails and adopts this record then, unless it was a manual change
-            return
+            return True
         breaker._fleet_version = record.version
         breaker._fleet_base = state
         now = self.clock.monotonic()
         open_until = now if until is None else now + (float(until) - self.clock.time())
         if breaker.apply_remote(state, now, open_until=open_until, openings=openings):
             self.applied += 1
+        return True
 
     def _on_events(self, events: list[FeedEvent]) -> None:
         for event in events:
@@ -394,6 +431,26 @@ class FleetLink:
         task.add_done_callback(_BACKGROUND.discard)
 
 
+async def _cancel_until_done(tasks: list[asyncio.Task[Any]], within: float) -> bool:
+    """Cancel ``tasks`` and wait for them to end, cancelling again while they do not: a
+    cancellation can be swallowed inside a client library (``asyncio.wait_for`` on 3.11
+    returns a result that arrives together with the cancellation), and one cancel is
+    then not enough. False if some task was still running after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    pending = [t for t in tasks if not t.done()]
+    while pending:
+        for task in pending:
+            task.cancel()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            _log.warning("fleet_task_not_stopping", tasks=[t.get_name() for t in pending])
+            return False
+        _, still = await asyncio.wait(pending, timeout=min(0.1, remaining))
+        pending = list(still)
+    return True
+
+
 _LINKS: dict[Any, FleetLink] = {}
 _SEQ = itertools.count(1)
 _BACKGROUND: set[asyncio.Task[Any]] = set()
@@ -409,7 +466,7 @@ async def attach(
 ) -> FleetLink:
     """Connect ``breaker`` to the shared state of ``store`` (or of ``redis_url``)."""
     loop = asyncio.get_running_loop()
-    key = (id(store) if store is not None else redis_url, id(clock), id(loop))
+    key = (id(store) if store is not None else redis_url, id(clock), id(loop), process_id)
     link = _LINKS.get(key)
     if link is None:
         owns = store is None

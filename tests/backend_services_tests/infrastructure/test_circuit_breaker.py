@@ -540,6 +540,36 @@ class TestContextManager:
             pass
         assert cb.metrics.successful_calls == 3
 
+    @pytest.mark.parametrize("request_timeout", [None, 30.0])
+    async def test_overlapping_entries_time_each_call(
+        self, make: Callable[..., CircuitBreaker], clock: FakeClock, request_timeout: float | None
+    ) -> None:
+        """Overlapping `async with` calls (many tasks, nested) each get their own duration."""
+        cb = make(request_timeout=request_timeout, slow_call_threshold=2.0, failure_threshold=0)
+
+        async def body(seconds: float, nested: bool) -> None:
+            async with cb:
+                if nested:
+                    async with cb:
+                        await clock.sleep(seconds)
+                else:
+                    await clock.sleep(seconds)
+
+        durations = [float(i % 4) for i in range(40)]  # 0, 1, 2, 3 seconds
+        tasks = [asyncio.create_task(body(d, nested=i % 5 == 0)) for i, d in enumerate(durations)]
+        await clock.advance(0)
+        for _ in range(4):
+            await clock.advance(1.0)
+        await asyncio.gather(*tasks)
+        nested = sum(1 for i in range(40) if i % 5 == 0)
+        slow = sum(1 + (i % 5 == 0) for i, d in enumerate(durations) if d >= 2.0)
+        m = cb.get_metrics()
+        assert m["total_calls"] == 40 + nested
+        assert m["slow_calls"] == slow
+        async with cb:  # and the fast path is back afterwards
+            pass
+        assert cb._ctx_slow_n == 0
+
     async def test_trial_via_context_manager(
         self, make: Callable[..., CircuitBreaker], clock: FakeClock
     ) -> None:
