@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import json as _json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -29,6 +28,7 @@ from .balancing import Balancer, Filtered, make_balancer, panic_candidates
 from .clock import Clock, resolve_clock
 from .discovery.model import ServiceEndpoint, ServiceType, coerce_service_type
 from .errors import CircuitBreakerException, ServiceUnavailableError, ValidationError
+from .infrastructure.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from .log import get_logger
 from .retry_budget import RetryBudget
 
@@ -39,6 +39,7 @@ __all__ = [
     "EndpointSource",
     "HttpResponse",
     "ServiceClient",
+    "default_breakers",
 ]
 
 T = TypeVar("T")
@@ -64,7 +65,7 @@ class EndpointSource(Protocol):
 class CallGuard(Protocol):
     """The per-endpoint circuit breaker, as the client uses it."""
 
-    async def call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def call(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run ``func`` if permitted; raise CircuitBreakerException when not."""
         ...
 
@@ -72,22 +73,16 @@ class CallGuard(Protocol):
 BreakerFactory = Callable[[ServiceEndpoint], CallGuard]
 
 
-class _PassThrough:
-    """No breaker: every call is permitted."""
-
-    async def call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await func(*args, **kwargs)
-
-
-def _default_breakers() -> BreakerFactory:
-    try:
-        module = importlib.import_module("backend_services.infrastructure.circuit_breaker")
-    except ImportError:  # pragma: no cover - the breaker module ships with the package
-        return lambda endpoint: _PassThrough()
-    breaker: Callable[[str], CallGuard] = module.CircuitBreaker
+def default_breakers(
+    config: CircuitBreakerConfig | None = None, *, clock: Clock | None = None
+) -> BreakerFactory:
+    """One in-process :class:`CircuitBreaker` per endpoint (``endpoint:<id>``), with
+    ``config`` (the settings' defaults when ``None``)."""
 
     def make(endpoint: ServiceEndpoint) -> CallGuard:
-        return breaker(f"endpoint:{endpoint.service_id}")
+        return CircuitBreaker(
+            f"endpoint:{endpoint.service_id}", config, redis_url=None, clock=clock
+        )
 
     return make
 
@@ -131,8 +126,10 @@ class ServiceClient:
     ``max_attempts`` bounds tries per call; ``retry_budget`` bounds retries overall.
     ``timeout``: the default deadline of a whole call; ``attempt_timeout`` of one try.
     ``panic_threshold``: below this share of usable endpoints, use all of them.
-    ``breaker_factory(endpoint)``: the per-endpoint breaker (the package's CircuitBreaker by
-    default). ``fallback(*args, **kwargs)``: sync or async, answers when nothing can.
+    ``breaker_factory(endpoint)``: the per-endpoint breaker (by default an in-process
+    :class:`~backend_services.infrastructure.circuit_breaker.CircuitBreaker` per endpoint
+    with ``breaker_config``). ``fallback(*args, **kwargs)``: sync or async, answers when
+    nothing can.
     """
 
     def __init__(
@@ -149,6 +146,7 @@ class ServiceClient:
         attempt_timeout: float | None = None,
         panic_threshold: float = 0.5,
         breaker_factory: BreakerFactory | None = None,
+        breaker_config: CircuitBreakerConfig | None = None,
         fallback: Callable[..., Any] | None = None,
         session: aiohttp.ClientSession | None = None,
         clock: Clock | None = None,
@@ -175,7 +173,7 @@ class ServiceClient:
         self.timeout = timeout
         self.attempt_timeout = attempt_timeout
         self.panic_threshold = panic_threshold
-        self._breaker_factory = breaker_factory or _default_breakers()
+        self._breaker_factory = breaker_factory or default_breakers(breaker_config, clock=clock)
         self._breakers: dict[str, tuple[ServiceEndpoint, CallGuard]] = {}
         self.fallback = fallback
         self._session = session

@@ -7,11 +7,12 @@ sees an event without its record or an index entry without its event.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConflictError
+from ..errors import ConflictError, StoreUnavailableError
 from ..store.protocol import Append, Check, Delete, Operation, Put, SetAdd, SetRemove, Store
 from .model import ServiceEndpoint, ServiceHealth, ServiceStatus, ServiceType
 from .records import (
@@ -28,9 +29,26 @@ from .records import (
 )
 from .signing import RecordSigner
 
-__all__ = ["Owned", "Registry", "Snapshot"]
+__all__ = ["Owned", "Registration", "Registry", "Snapshot"]
 
 RENEW_BATCH = 500
+REGISTER_BATCH = 200
+
+
+@dataclass(slots=True)
+class Registration:
+    """One registration write: the endpoint, its signed document and its health.
+
+    ``write_health``: also store the health record (a fresh registration leaves it out:
+    no record reads as STARTING); ``replaces``: an older endpoint's health is deleted."""
+
+    endpoint: ServiceEndpoint
+    doc: dict[str, Any]
+    health: ServiceHealth
+    previous_type: ServiceType | None = None
+    reason: str = "registered"
+    write_health: bool = False
+    replaces: bool = False
 
 
 @dataclass(slots=True)
@@ -67,6 +85,9 @@ class Registry:
         self.node = node
         self.ttl = ttl
         self.feed_maxlen = feed_maxlen
+        self._pending: list[tuple[Registration, asyncio.Future[int]]] = []
+        self._flushing = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _append(self, event: dict[str, Any]) -> Append:
         return Append(FEED, event, self.feed_maxlen)
@@ -77,38 +98,100 @@ class Registry:
         """A signed registration document for ``endpoint`` owned by this process."""
         return registration_doc(endpoint, self.node, registered_at, self.signer)
 
-    async def register(
-        self,
-        endpoint: ServiceEndpoint,
-        doc: dict[str, Any],
-        health: ServiceHealth,
-        *,
-        previous_type: ServiceType | None = None,
-        reason: str = "registered",
-    ) -> int:
-        """Write the registration, its health, the index entry and the event; returns
-        the event's feed position."""
+    def _register_ops(self, item: Registration) -> list[Operation]:
+        endpoint = item.endpoint
         sid = endpoint.service_id
-        hdoc = health_doc(health, self.node, self.signer)
+        hdoc = health_doc(item.health, self.node, self.signer)
         event = signed_event(
             "register",
             sid,
             self.signer,
-            registration=doc,
+            registration=item.doc,
             health=hdoc,
-            reason=reason,
+            reason=item.reason,
             writer=self.node,
         )
         ops: list[Operation] = [
-            Put(service_key(sid), doc, ttl=self.ttl),
-            Put(health_key(sid), hdoc),
+            Put(service_key(sid), item.doc, ttl=self.ttl),
             SetAdd(index_key(endpoint.service_type), (sid,)),
         ]
-        if previous_type is not None and previous_type is not endpoint.service_type:
-            ops.append(SetRemove(index_key(previous_type), (sid,)))
+        if item.write_health:
+            ops.append(Put(health_key(sid), hdoc))
+        elif item.replaces:
+            ops.append(Delete(health_key(sid)))  # an older endpoint's health is void
+        if item.previous_type is not None and item.previous_type is not endpoint.service_type:
+            ops.append(SetRemove(index_key(item.previous_type), (sid,)))
         ops.append(self._append(event))
-        result = await self.store.commit(ops)
-        return result.positions.get(FEED, 0)
+        return ops
+
+    async def register(self, item: Registration) -> int:
+        """Write the registration, the index entry and the event (plus the health record
+        when asked); returns the event's feed position.
+
+        Concurrent calls are grouped into one commit (group commit): a lone call costs
+        one round trip, a hundred concurrent ones a few."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if not self._flushing:
+            try:
+                await self._flush()
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():
+                    future.exception()  # retrieved: this caller is being cancelled
+                future.cancel()
+                raise
+        return await future
+
+    async def _flush(self) -> None:
+        self._flushing = True
+        handed_off = False
+        try:
+            while self._pending:
+                batch = self._pending[:REGISTER_BATCH]
+                del self._pending[:REGISTER_BATCH]
+                try:
+                    ops: list[Operation] = []
+                    for item, _ in batch:
+                        ops += self._register_ops(item)
+                    result = await self.store.commit(ops)
+                except BaseException as exc:
+                    failure = (
+                        StoreUnavailableError("the registration write was interrupted")
+                        if isinstance(exc, asyncio.CancelledError)
+                        else exc
+                    )
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(failure)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                last = result.positions.get(FEED, 0)
+                first = last - len(batch) + 1
+                for i, (_, future) in enumerate(batch):
+                    if not future.done():
+                        future.set_result(first + i if last else 0)
+                if self._pending:
+                    # the next group formed while this one was written: a task leads it,
+                    # so the callers of this group return now
+                    task = asyncio.ensure_future(self._flush())
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                    handed_off = True
+                    return
+        finally:
+            if not handed_off:
+                self._flushing = False
+
+    def close(self) -> None:
+        """Fail registrations still waiting for a write (shutdown)."""
+        for task in self._tasks:
+            task.cancel()
+        pending, self._pending = self._pending, []
+        for _, future in pending:
+            if not future.done():
+                future.set_exception(StoreUnavailableError("discovery is shutting down"))
+        self._flushing = False
 
     async def deregister(
         self,
@@ -186,7 +269,7 @@ class Registry:
             except RejectedRecord as exc:
                 snap.rejected.append(exc)
                 continue
-            health = ServiceHealth(sid, ServiceStatus.UNKNOWN)
+            health = ServiceHealth(sid, ServiceStatus.STARTING)
             hrec = healths.get(health_key(sid))
             if hrec is not None:
                 try:

@@ -54,7 +54,7 @@ from ..discovery.outliers import OutlierDetector, OutlierPolicy
 from ..discovery.preservation import PreservationPolicy, SelfPreservation
 from ..discovery.probes import Probe, Prober, ProbeResult
 from ..discovery.records import FEED, REAPER_LEASE, RejectedRecord, read_event, shard_of
-from ..discovery.registry import Owned, Registry
+from ..discovery.registry import Owned, Registration, Registry
 from ..discovery.registry_view import RegistryView, ViewChange
 from ..discovery.shards import ShardLeases
 from ..discovery.signing import RecordSigner
@@ -425,6 +425,8 @@ class ServiceDiscovery:
             _log.warning("deregistration_timed_out", remaining=len(owned))
 
     async def _stop_tasks(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
         if self._follower is not None:
             await self._follower.stop()
         await self._supervisor.close()
@@ -493,7 +495,15 @@ class ServiceDiscovery:
         self._owned[sid] = owned
         position = 0
         try:
-            position = await registry.register(endpoint, doc, health, previous_type=previous_type)
+            position = await registry.register(
+                Registration(
+                    endpoint,
+                    doc,
+                    health,
+                    previous_type=previous_type,
+                    replaces=existing is not None and not same,
+                )
+            )
             self._unsynced.discard(sid)
         except StoreConfigurationError:
             self._owned.pop(sid, None)
@@ -728,8 +738,11 @@ class ServiceDiscovery:
         return shards is not None and shard_of(sid, self._shard_count) in shards.held
 
     async def _on_events(self, events: list[FeedEvent]) -> None:
-        signer = self._signer
+        signer, view = self._signer, self._view
         for event in events:
+            sid = event.data.get("id")
+            if isinstance(sid, str) and not view.is_fresh(sid, event.position):
+                continue  # this process wrote it and already applied it (or newer)
             try:
                 doc = read_event(event.data, signer)
             except RejectedRecord as exc:
@@ -958,38 +971,44 @@ class ServiceDiscovery:
             owned = self._owned.get(sid)
             if owned is not None:
                 again[sid] = owned
-        for sid, owned in again.items():
-            if self._owned.get(sid) is not owned:
-                continue
-            entry = self._view.get(sid)
-            health = (
-                entry.health if entry is not None else ServiceHealth(sid, ServiceStatus.STARTING)
-            )
-            try:
-                position = await registry.register(
-                    owned.endpoint, owned.doc, health, reason="re-registered"
+        if again:
+            await asyncio.gather(*(self._restore(sid, owned) for sid, owned in again.items()))
+
+    async def _restore(self, sid: str, owned: Owned) -> None:
+        """Register again what the registry lost (concurrent calls share commits)."""
+        registry = self._registry
+        assert registry is not None
+        if self._owned.get(sid) is not owned:
+            return
+        entry = self._view.get(sid)
+        health = entry.health if entry is not None else ServiceHealth(sid, ServiceStatus.STARTING)
+        try:
+            position = await registry.register(
+                Registration(
+                    owned.endpoint, owned.doc, health, reason="re-registered", write_health=True
                 )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._stats["store_errors"] += 1
-                self._unsynced.add(sid)
-                _log.warning("re_registration_failed", service_id=sid, error=repr(exc))
-                continue
-            self._unsynced.discard(sid)
-            self._stats["registrations_restored"] += 1
-            _log.info("registration_restored", service_id=sid)
-            self._emit("registration_restored", sid)
-            change = self._view.upsert(
-                owned.endpoint,
-                health,
-                owner=self.node_id,
-                position=position,
-                local=True,
-                reason="re-registered",
             )
-            if change is not None:
-                self._after_change(change)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._stats["store_errors"] += 1
+            self._unsynced.add(sid)
+            _log.warning("re_registration_failed", service_id=sid, error=repr(exc))
+            return
+        self._unsynced.discard(sid)
+        self._stats["registrations_restored"] += 1
+        _log.info("registration_restored", service_id=sid)
+        self._emit("registration_restored", sid)
+        change = self._view.upsert(
+            owned.endpoint,
+            health,
+            owner=self.node_id,
+            position=position,
+            local=True,
+            reason="re-registered",
+        )
+        if change is not None:
+            self._after_change(change)
 
     async def _maintenance_loop(self) -> None:
         while True:

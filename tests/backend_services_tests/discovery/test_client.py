@@ -14,6 +14,7 @@ from backend_services.client import ServiceClient
 from backend_services.discovery.model import ServiceEndpoint, ServiceType
 from backend_services.discovery.outliers import OutlierPolicy
 from backend_services.errors import CircuitBreakerException, ServiceUnavailableError
+from backend_services.infrastructure.circuit_breaker import CircuitBreakerConfig
 from backend_services.infrastructure.service_discovery import ServiceDiscovery
 from backend_services.retry_budget import RetryBudget
 
@@ -172,6 +173,39 @@ async def test_open_breaker_skips_the_endpoint_without_spending_a_retry(fleet: F
     assert metrics["breaker_rejections"] == 1
     assert metrics["retries"] == 0
     assert fleet.servers["open"].hits == 0
+
+
+async def test_default_per_endpoint_breaker_opens_on_a_failing_replica() -> None:
+    """The built-in per-endpoint CircuitBreaker opens after its threshold: later calls
+    skip that replica without sending to it."""
+    discovery = ServiceDiscovery(
+        redis_url=None,
+        health_check_interval=60.0,
+        outlier_policy=OutlierPolicy(consecutive_failures=100),
+    )
+    fleet = Fleet(discovery)
+    try:
+        await discovery.initialize()
+        bad = await fleet.add("bad")
+        await fleet.add("good")
+        await fleet.healthy(2)
+        bad.mode = "error"
+        async with ServiceClient(
+            discovery,
+            T,
+            balancer=_Fixed("bad", "good"),
+            breaker_config=CircuitBreakerConfig(failure_threshold=2, timeout=60.0),
+        ) as client:
+            for _ in range(6):
+                assert (await client.request("GET", "/")).json()["server"] == "good"
+            metrics = client.get_metrics()
+        assert bad.hits == 2
+        assert metrics["breaker_rejections"] == 4
+        assert metrics["retries"] == 2
+    finally:
+        await discovery.shutdown()
+        for server in fleet.servers.values():
+            await server.stop()
 
 
 async def test_spent_retry_budget_stops_retries(fleet: Fleet) -> None:
