@@ -18,6 +18,8 @@ from typing import Any
 
 from ..errors import BackendServicesError
 from ..log import configure_logging
+from ..settings import UNSET
+from .monitors import MONITOR_MODES
 from .reservoir import MAX_LEVELS, MembraneKind
 from .service import MembraneOptions
 
@@ -86,6 +88,20 @@ def add_membrane_arguments(parser: argparse.ArgumentParser) -> None:
         help="configuration service name (default: dtesn-service)",
     )
     parser.add_argument(
+        "--monitors",
+        choices=MONITOR_MODES,
+        default="system",
+        help="degradation signals: system (container/machine CPU and memory, loop lag) or "
+        "process (this process's own use only) - both raised by fault 'pressure'",
+    )
+    parser.add_argument(
+        "--last-known-good",
+        metavar="PATH",
+        default=None,
+        help="with --redis: file keeping the last valid configuration ('none': keep none; "
+        "default: the configuration manager's per-user state file)",
+    )
+    parser.add_argument(
         "--log-level", default="WARNING", help="log level on stderr (default: WARNING)"
     )
     parser.add_argument("--log-json", action="store_true", help="log as JSON lines")
@@ -117,9 +133,17 @@ async def serve(ns: argparse.Namespace, *, announce: Any = None) -> int:
     options = options_from_args(ns)
     runtime = MembraneRuntime(
         options,
-        redis_url=ns.redis_url,
+        redis_url=getattr(ns, "redis_url", None) or UNSET,
         register=not ns.no_register,
         service_name=ns.service_name,
+        monitors=ns.monitors,
+        last_known_good=(
+            UNSET
+            if ns.last_known_good is None
+            else None
+            if ns.last_known_good.lower() == "none"
+            else ns.last_known_good
+        ),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

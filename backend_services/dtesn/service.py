@@ -36,6 +36,7 @@ from aiohttp import web
 from ..clock import Clock, resolve_clock
 from ..errors import ValidationError
 from ..log import get_logger
+from ..observability.tracing import tracing_middleware
 from .faults import FaultState, apply_fault_update
 from .metrics import MembraneMetrics, prometheus_text
 from .protocol import (
@@ -173,6 +174,7 @@ class MembraneService:
         self.feature_gate: FeatureGate = feature_gate or _always_enabled
         self.status_provider: Callable[[], dict[str, Any]] = dict
         self.config_writer: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        self.extra_metrics: Callable[[], str] | None = None
         self._on_crash = on_crash or (lambda: os._exit(70))
         self._rng = random.Random(self.options.seed)
         self._unhung = asyncio.Event()
@@ -186,6 +188,9 @@ class MembraneService:
         self._last_debug: dict[str, Any] | None = None
         self._proc = psutil.Process()
         self._proc.cpu_percent(None)
+        self._membrane_id = self.options.membrane_id or (
+            f"dtesn-{self.spec.kind.value}-{self.options.port or os.getpid()}"
+        )
         self.app = self._build_app()
 
     # --- identity ---------------------------------------------------------------------
@@ -199,9 +204,8 @@ class MembraneService:
 
     @property
     def membrane_id(self) -> str:
-        if self.options.membrane_id:
-            return self.options.membrane_id
-        return f"dtesn-{self.spec.kind.value}-{self._port or os.getpid()}"
+        """The service id (default ``dtesn-KIND-PORT``, or ``-PID`` on a random port)."""
+        return self._membrane_id
 
     @property
     def url(self) -> str:
@@ -233,7 +237,8 @@ class MembraneService:
 
     def _build_app(self) -> web.Application:
         app = web.Application(
-            client_max_size=MAX_BODY_BYTES, middlewares=[self._errors, self._hang_gate]
+            client_max_size=MAX_BODY_BYTES,
+            middlewares=[tracing_middleware, self._errors, self._hang_gate],
         )
         app.router.add_get("/health", self._health)
         app.router.add_post("/process", self._process_handler)
@@ -538,6 +543,11 @@ class MembraneService:
                 ),
             },
         )
+        if self.extra_metrics is not None:
+            try:
+                text += self.extra_metrics()
+            except Exception as exc:  # the membrane's own metrics still go out
+                _log.warning("extra_metrics_failed", error=repr(exc))
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def _debug(self, request: web.Request) -> web.Response:
