@@ -34,8 +34,11 @@ class ControlBackend(Protocol):
 
     async def get_circuit(self, name: str) -> JsonObj | None: ...
 
-    async def circuit_action(self, name: str, action: str, reason: str) -> JsonObj | None:
-        """``action`` is ``open``, ``close`` or ``reset``."""
+    async def circuit_action(
+        self, name: str, action: str, reason: str = "", *, duration: float | None = None
+    ) -> JsonObj | None:
+        """``action`` is ``open`` (for ``duration`` s, or until closed), ``close`` or
+        ``reset``."""
         ...
 
     async def list_degradation(self) -> list[JsonObj]: ...
@@ -44,7 +47,10 @@ class ControlBackend(Protocol):
 
     async def force_degradation(
         self, service: str, level: str, reason: str, duration: float | None
-    ) -> JsonObj | None: ...
+    ) -> JsonObj | None:
+        """Force ``level`` (the service layer decides which ``service`` names it accepts,
+        e.g. ``"fleet"`` for every manager)."""
+        ...
 
     async def clear_degradation(self, service: str, reason: str) -> JsonObj | None: ...
 

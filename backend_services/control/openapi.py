@@ -95,6 +95,14 @@ _REASON_BODY: Final[dict[str, Any]] = {
     "properties": {"reason": REASON},
     "additionalProperties": False,
 }
+_OPEN_BODY: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "reason": REASON,
+        "duration": {"type": "number", "exclusiveMinimum": 0, "maximum": 31_536_000},
+    },
+    "additionalProperties": False,
+}
 
 OPERATIONS: Final[tuple[Operation, ...]] = (
     Operation(
@@ -190,14 +198,18 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
             "circuits",
             mutating=True,
             params=(_path("name", NAME, "circuit name"),),
-            body=_REASON_BODY,
+            body=body,
             response={"$ref": "#/components/schemas/Circuit"},
             not_found=True,
         )
-        for verb, summary in (
-            ("open", "Force a circuit open (fleet-wide when shared) until closed or reset"),
-            ("close", "Force a circuit closed (calls always permitted) until reset"),
-            ("reset", "Back to CLOSED with empty windows, fleet-wide when shared"),
+        for verb, summary, body in (
+            (
+                "open",
+                "Force a circuit open fleet-wide (for duration seconds, or until closed)",
+                _OPEN_BODY,
+            ),
+            ("close", "Force a circuit back to closed, fleet-wide", _REASON_BODY),
+            ("reset", "Back to closed with empty windows, fleet-wide", _REASON_BODY),
         )
     ),
     Operation(
@@ -222,10 +234,11 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "forceDegradation",
         "POST",
         f"{API_PREFIX}/degradation/{{service}}/force",
-        "Force a degradation level until cleared (or for duration seconds)",
+        "Force a level on every degradation manager of the fleet (service 'fleet') until "
+        "cleared or for duration seconds",
         "degradation",
         mutating=True,
-        params=(_path("service", NAME, "service name"),),
+        params=(_path("service", NAME, "'fleet' (levels are forced fleet-wide)"),),
         body={
             "type": "object",
             "properties": {
@@ -237,19 +250,19 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
             "additionalProperties": False,
         },
         body_required=True,
-        response={"$ref": "#/components/schemas/Degradation"},
+        response={"$ref": "#/components/schemas/DegradationCommand"},
         not_found=True,
     ),
     Operation(
         "clearDegradation",
         "POST",
         f"{API_PREFIX}/degradation/{{service}}/clear",
-        "Clear a forced level: back to the level resources call for",
+        "Clear a fleet-wide forced level: back to the levels resources call for",
         "degradation",
         mutating=True,
-        params=(_path("service", NAME, "service name"),),
+        params=(_path("service", NAME, "'fleet' (levels are forced fleet-wide)"),),
         body=_REASON_BODY,
-        response={"$ref": "#/components/schemas/Degradation"},
+        response={"$ref": "#/components/schemas/DegradationCommand"},
         not_found=True,
     ),
     Operation(
@@ -310,17 +323,17 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
             "properties": {"description": REASON},
             "additionalProperties": False,
         },
-        response={"$ref": "#/components/schemas/ConfigVersion"},
+        response={"$ref": "#/components/schemas/ConfigState"},
     ),
     Operation(
         "diffConfig",
         "GET",
         f"{API_PREFIX}/config/diff",
-        "What changed between two versions ('current' = the live configuration)",
+        "What changed between two versions",
         "config",
         params=(
-            _query("from", VERSION_ID, "older version id (or 'current')", True),
-            _query("to", VERSION_ID, "newer version id (default 'current')"),
+            _query("from", VERSION_ID, "older version (id or number)", True),
+            _query("to", VERSION_ID, "newer version (id or number; default: the newest)"),
             _SERVICE_QUERY,
         ),
         response={"$ref": "#/components/schemas/ConfigDiff"},
@@ -360,6 +373,10 @@ _NUM = {"type": "number"}
 _STR = {"type": "string"}
 _NULLABLE_NUM = {"type": ["number", "null"]}
 
+_INT = {"type": "integer"}
+_ANY: dict[str, Any] = {}
+_OBJ = {"type": "object"}
+
 _SCHEMAS: Final[dict[str, Any]] = {
     "Problem": {
         "type": "object",
@@ -367,7 +384,7 @@ _SCHEMAS: Final[dict[str, Any]] = {
         "properties": {
             "type": _STR,
             "title": _STR,
-            "status": {"type": "integer"},
+            "status": _INT,
             "detail": _STR,
             "instance": _STR,
             "field": _STR,
@@ -378,6 +395,7 @@ _SCHEMAS: Final[dict[str, Any]] = {
     },
     "Service": {
         "type": "object",
+        "description": "A registered instance and its shared health",
         "properties": {
             "service_id": _STR,
             "service_type": _STR,
@@ -386,53 +404,78 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "status": _STR,
             "response_time_ms": _NULLABLE_NUM,
             "last_check": _NULLABLE_NUM,
-            "consecutive_failures": {"type": "integer"},
-            "error_count": {"type": "integer"},
+            "consecutive_failures": _INT,
+            "error_count": _INT,
             "weight": _NUM,
-            "metadata": {"type": "object"},
+            "metadata": _OBJ,
+            "owner": {"type": ["string", "null"]},
         },
         "required": ["service_id", "service_type", "status"],
     },
     "Circuit": {
         "type": "object",
+        "description": "A circuit breaker's fleet-wide state (call counts are per process, "
+        "on each process's /metrics)",
         "properties": {
             "name": _STR,
             "state": _STR,
-            "total_calls": {"type": "integer"},
-            "successful_calls": {"type": "integer"},
-            "failed_calls": {"type": "integer"},
-            "rejected_calls": {"type": "integer"},
-            "slow_calls": {"type": "integer"},
-            "failure_rate": _NUM,
-            "slow_call_rate": _NUM,
+            "open_until": _NULLABLE_NUM,
+            "open_remaining": _NULLABLE_NUM,
+            "openings": {"type": ["integer", "null"]},
+            "trigger": {"type": ["string", "null"]},
+            "origin": {"type": ["string", "null"]},
+            "changed_at": _NULLABLE_NUM,
+            "version": _INT,
         },
         "required": ["name", "state"],
     },
     "Degradation": {
         "type": "object",
+        "description": "A service's worst level across its instances, and the instances",
         "properties": {
             "service": _STR,
             "level": {"type": "string", "enum": list(DEGRADATION_LEVELS)},
-            "reason": _STR,
-            "forced": {"type": "boolean"},
-            "resource_usage": {"type": "object", "additionalProperties": _NUM},
-            "enabled_features": {"type": "integer"},
-            "disabled_features": {"type": "integer"},
+            "degraded": {"type": "boolean"},
+            "instances": {"type": "object", "additionalProperties": _OBJ},
         },
         "required": ["service", "level"],
     },
+    "DegradationCommand": {
+        "type": "object",
+        "description": "The result of forcing or clearing a fleet-wide level",
+        "properties": {
+            "command_id": _STR,
+            "level": _STR,
+            "reason": _STR,
+            "published": {"type": "boolean"},
+            "cleared": {"type": "boolean"},
+        },
+    },
     "ConfigValue": {
         "type": "object",
-        "properties": {"key": _STR, "value": {}, "source": _STR, "version": _STR},
+        "properties": {
+            "service": _STR,
+            "key": _STR,
+            "value": _ANY,
+            "source": _STR,
+            "version": _INT,
+        },
         "required": ["key", "value"],
     },
     "ConfigVersion": {
         "type": "object",
         "properties": {
             "id": _STR,
+            "version_id": _STR,
+            "version": _INT,
             "created_at": _NUM,
             "description": _STR,
-            "keys": {"type": "integer"},
+            "source": _STR,
+            "kind": _STR,
+            "author": {"type": ["string", "null"]},
+            "changed_keys": {"type": "array", "items": _STR},
+            "config_count": _INT,
+            "restored_id": {"type": ["string", "null"]},
         },
         "required": ["id"],
     },
@@ -440,36 +483,35 @@ _SCHEMAS: Final[dict[str, Any]] = {
         "type": "object",
         "properties": {
             "service": _STR,
-            "version": {"type": ["string", "null"]},
-            "values": {"type": "object"},
+            "version": _INT,
+            "version_id": {"type": ["string", "null"]},
+            "values": _OBJ,
+            "restored": _STR,
         },
-        "required": ["service", "values"],
+        "required": ["service", "version"],
     },
     "ConfigDiff": {
         "type": "object",
         "properties": {
+            "service": _STR,
             "from": _STR,
             "to": _STR,
-            "changes": {
-                "type": "array",
-                "items": {
+            "added": _OBJ,
+            "removed": _OBJ,
+            "changed": {
+                "type": "object",
+                "additionalProperties": {
                     "type": "object",
-                    "properties": {
-                        "key": _STR,
-                        "change": {"type": "string", "enum": ["added", "removed", "changed"]},
-                        "old": {},
-                        "new": {},
-                    },
-                    "required": ["key", "change"],
+                    "properties": {"old": _ANY, "new": _ANY},
                 },
             },
         },
-        "required": ["from", "to", "changes"],
+        "required": ["from", "to", "added", "removed", "changed"],
     },
     "Transition": {
         "type": "object",
         "properties": {
-            "seq": {"type": "integer"},
+            "seq": _INT,
             "time": _NUM,
             "kind": {"type": "string", "enum": ["service", "circuit", "degradation", "config"]},
             "name": _STR,

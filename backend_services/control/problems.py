@@ -17,6 +17,7 @@ from ..errors import (
     AuthorizationError,
     ConflictError,
     LifecycleError,
+    StoreError,
     StoreUnavailableError,
     ValidationError,
 )
@@ -98,8 +99,13 @@ def problem_for(exc: BaseException) -> Problem | None:
         return Problem(409, str(exc))
     if isinstance(exc, StoreUnavailableError):
         return Problem(503, f"shared state is unreachable right now: {exc}")
+    if isinstance(exc, StoreError):
+        return Problem(503, f"shared state failed: {exc}")
     if isinstance(exc, LifecycleError):
         return Problem(503, str(exc))
+    if isinstance(exc, ValueError):
+        # the library's convention: invalid input raises a ValueError (subclass)
+        return Problem(422, str(exc) or "invalid value", title="Invalid value")
     if isinstance(exc, web.HTTPException):
         detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else None
         return Problem(

@@ -35,7 +35,7 @@ from ..log import get_logger
 from ..observability.metrics import CONTENT_TYPE, MetricFamily, Registry, render
 from ..observability.tracing import tracing_middleware
 from .backend import ControlBackend
-from .openapi import OPERATIONS, Operation, build_document
+from .openapi import DEGRADATION_LEVELS, OPERATIONS, Operation, build_document
 from .problems import Problem, problem_for, problem_response
 from .ratelimit import RateLimiter
 from .schema import validate
@@ -129,9 +129,13 @@ class ControlServer:
         """Start serving; returns the base URL (``http://host:port``)."""
         await self.watcher.start()
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
-        await self._runner.setup()
-        self._site = web.TCPSite(self._runner, host, port)
-        await self._site.start()
+        try:
+            await self._runner.setup()
+            self._site = web.TCPSite(self._runner, host, port)
+            await self._site.start()
+        except BaseException:
+            await self.close()
+            raise
         sockets = getattr(self._site._server, "sockets", None) or ()
         bound = sockets[0].getsockname() if sockets else None
         real_port = bound[1] if bound else port
@@ -368,7 +372,9 @@ class ControlServer:
     def _circuit_action(self, action: str) -> Callable[[web.Request, Args, Args], Awaitable[Any]]:
         async def run(request: web.Request, args: Args, body: Args) -> Any:
             reason = body.get("reason") or f"{action} via control API"
-            result = await self.backend.circuit_action(args["name"], action, reason)
+            result = await self.backend.circuit_action(
+                args["name"], action, reason, duration=body.get("duration")
+            )
             return _found(result, "circuit", args["name"])
 
         return run
@@ -420,8 +426,14 @@ class ControlServer:
         )
 
     async def _diff_config(self, request: web.Request, args: Args, body: Args) -> Any:
-        old, new = args["from"], args["to"] or "current"
-        result = await self.backend.diff_config(self._service(args), old, new)
+        service = self._service(args)
+        old, new = args["from"], args["to"]
+        if new is None:
+            newest = await self.backend.list_config_versions(service, 1)
+            if not newest:
+                raise Problem(404, f"service {service!r} has no configuration versions yet")
+            new = str(newest[-1].get("id"))
+        result = await self.backend.diff_config(service, old, new)
         return _found(result, "version", f"{old}..{new}")
 
     async def _rollback_config(self, request: web.Request, args: Args, body: Args) -> Any:
@@ -492,7 +504,12 @@ class ControlServer:
         try:
             state = await self.backend.get_config(service)
             versions = await self.backend.list_config_versions(service, 50)
-            config = {"service": service, "version": state.get("version"), "versions": versions}
+            config = {
+                "service": service,
+                "version": state.get("version"),
+                "version_id": state.get("version_id"),
+                "versions": versions,
+            }
         except Exception as exc:
             _log.warning("config_snapshot_failed", service=service, error=repr(exc))
             config = None
@@ -506,6 +523,45 @@ class ControlServer:
         )
         return result
 
+    def _fleet_families(self) -> list[MetricFamily]:
+        """The fleet as of the watcher's last snapshot (no I/O at scrape time)."""
+        snap = self.watcher.overview(transitions=0)
+        instances = MetricFamily(
+            "backend_services_fleet_instances",
+            "gauge",
+            "Registered instances by type and health status, fleet-wide.",
+        )
+        tally: _Tally[tuple[str, str]] = _Tally(
+            (str(s.get("service_type")), str(s.get("status"))) for s in snap["services"]
+        )
+        for (stype, status), n in sorted(tally.items()):
+            instances.add(n, {"service_type": stype, "status": status})
+        circuits = MetricFamily(
+            "backend_services_fleet_circuit_state",
+            "gauge",
+            "1 for each shared circuit breaker's current state, fleet-wide.",
+        )
+        for c in snap["circuits"]:
+            circuits.add(1, {"circuit": str(c.get("name")), "state": str(c.get("state"))})
+        levels = MetricFamily(
+            "backend_services_fleet_degradation_level",
+            "gauge",
+            "Worst degradation level per service, 0 normal .. 4 offline.",
+        )
+        for d in snap["degradation"]:
+            level = str(d.get("level"))
+            if level in DEGRADATION_LEVELS:
+                levels.add(DEGRADATION_LEVELS.index(level), {"service": str(d.get("service"))})
+        version = MetricFamily(
+            "backend_services_fleet_config_version",
+            "gauge",
+            "Configuration version in force, per configuration service.",
+        )
+        config = snap.get("config") or {}
+        if isinstance(config.get("version"), int):
+            version.add(config["version"], {"service": str(config.get("service"))})
+        return [instances, circuits, levels, version]
+
     def _collect(self) -> list[MetricFamily]:
         streams = MetricFamily(
             "backend_services_control_event_streams", "gauge", "Open server-sent event streams."
@@ -515,7 +571,7 @@ class ControlServer:
             "gauge",
             "Transitions kept for the timeline.",
         ).add(len(self.watcher.transitions))
-        return [streams, transitions, *self.backend.metric_families()]
+        return [streams, transitions, *self._fleet_families(), *self.backend.metric_families()]
 
 
 def _operation_of(request: web.Request) -> str:

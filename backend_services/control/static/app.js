@@ -146,19 +146,21 @@
     return b;
   }
 
+  function seconds(x) { return (typeof x === "number" && isFinite(x)) ? x.toFixed(1) + " s" : "–"; }
+
   function renderCircuits(circuits) {
     const rows = circuits.map(function (c) {
       const tr = el("tr");
       tr.dataset.circuit = c.name;
       tr.append(el("td", c.name));
       const st = el("td"); st.append(badge(c.state)); tr.append(st);
-      tr.append(el("td", c.total_calls, "num"), el("td", pct(c.failure_rate), "num"),
-        el("td", pct(c.slow_call_rate), "num"), el("td", c.rejected_calls, "num"));
+      tr.append(el("td", c.trigger || ""), el("td", c.openings === undefined || c.openings === null ? "–" : c.openings, "num"),
+        el("td", seconds(c.open_remaining), "num"), el("td", clock(c.changed_at)));
       const actions = el("td");
       const path = "/circuits/" + encodeURIComponent(c.name);
       actions.append(
         button("Open", function () { act("POST", path + "/open", {}, "Circuit " + c.name + " forced open."); }),
-        button("Close", function () { act("POST", path + "/close", {}, "Circuit " + c.name + " forced closed."); }),
+        button("Close", function () { act("POST", path + "/close", {}, "Circuit " + c.name + " closed."); }),
         button("Reset", function () { act("POST", path + "/reset", {}, "Circuit " + c.name + " reset."); })
       );
       tr.append(actions);
@@ -167,76 +169,96 @@
     fill("circuits", rows, "circuits-empty");
   }
 
+  function instancesOf(d) {
+    const inst = d.instances || {};
+    return Object.keys(inst).sort().map(function (k) { return inst[k] || {}; });
+  }
+
   function renderDegradation(items) {
     const rows = items.map(function (d) {
       const tr = el("tr");
       tr.dataset.service = d.service;
       tr.append(el("td", d.service));
       const lv = el("td"); lv.append(badge(d.level)); tr.append(lv);
-      tr.append(el("td", d.reason || ""));
-      const usage = d.resource_usage || {};
-      tr.append(el("td", Object.keys(usage).sort().map(function (k) { return k + " " + pct(usage[k]); }).join(", ")));
-      tr.append(el("td", (d.enabled_features || 0) + " / " + (d.disabled_features || 0), "num"));
-      const actions = el("td");
-      const select = el("select");
-      ["partial", "minimal", "emergency", "offline"].forEach(function (level) {
-        const option = el("option", level); option.value = level; select.append(option);
+      const instances = instancesOf(d);
+      tr.append(el("td", instances.length, "num"));
+      const reasons = instances.map(function (i) { return i.reason; }).filter(Boolean);
+      tr.append(el("td", reasons.length ? reasons[0] : ""));
+      const usage = {};
+      instances.forEach(function (i) {
+        const res = i.resources || {};
+        Object.keys(res).forEach(function (k) { usage[k] = Math.max(usage[k] || 0, res[k]); });
       });
-      const path = "/degradation/" + encodeURIComponent(d.service);
-      actions.append(select,
-        button("Force", function () {
-          act("POST", path + "/force", { level: select.value, reason: "dashboard" }, d.service + " forced to " + select.value + ".");
-        }),
-        button("Clear", function () { act("POST", path + "/clear", {}, d.service + " back to automatic levels."); })
-      );
-      tr.append(actions);
+      tr.append(el("td", Object.keys(usage).sort().map(function (k) { return k + " " + pct(usage[k]); }).join(", ")));
+      let on = 0, off = 0;
+      instances.forEach(function (i) { on += i.enabled_features || 0; off += i.disabled_features || 0; });
+      tr.append(el("td", on + " / " + off, "num"));
       return tr;
     });
     fill("degradation", rows, "degradation-empty");
   }
 
+  function initDegradationActions() {
+    $("fleet-force").addEventListener("click", function () {
+      const level = $("fleet-level").value;
+      act("POST", "/degradation/fleet/force", { level: level, reason: "forced from the dashboard" },
+        "Fleet forced to " + level + ".");
+    });
+    $("fleet-clear").addEventListener("click", function () {
+      act("POST", "/degradation/fleet/clear", {}, "Fleet back to automatic levels.");
+    });
+  }
+
+  function versionLabel(v) { return "#" + v.version + (v.description ? " " + v.description : ""); }
+
   function renderConfig(config) {
     if (!config) return;
     $("config-service").textContent = config.service ? "(" + config.service + ")" : "";
-    $("config-version").textContent = config.version || "–";
+    $("config-version").textContent = config.version === undefined || config.version === null ? "–" : "#" + config.version;
+    $("config-version-id").textContent = config.version_id || "";
     const versions = config.versions || [];
     const rows = versions.slice().reverse().map(function (v) {
       const tr = el("tr");
       tr.dataset.version = v.id;
-      tr.append(el("td", v.id), el("td", clock(v.created_at)), el("td", v.description || ""),
-        el("td", v.keys === undefined ? "" : v.keys, "num"));
+      tr.append(el("td", "#" + v.version), el("td", clock(v.created_at)), el("td", v.kind || ""),
+        el("td", v.description || ""), el("td", (v.changed_keys || []).join(", ")));
       return tr;
     });
     fill("config-versions", rows);
     [["diff-from", versions.length - 2], ["diff-to", versions.length - 1]].forEach(function (pair) {
       const select = $(pair[0]);
       const previous = select.value;
-      const options = versions.map(function (v) { const o = el("option", v.id); o.value = v.id; return o; });
-      const current = el("option", "current"); current.value = "current"; options.push(current);
+      const options = versions.map(function (v) { const o = el("option", versionLabel(v)); o.value = v.id; return o; });
       select.replaceChildren.apply(select, options);
       const ids = versions.map(function (v) { return v.id; });
-      if (previous && (ids.indexOf(previous) >= 0 || previous === "current")) select.value = previous;
+      if (previous && ids.indexOf(previous) >= 0) select.value = previous;
       else if (pair[1] >= 0) select.value = versions[pair[1]].id;
-      else select.value = "current";
+      else if (versions.length) select.value = versions[0].id;
     });
     updateRollbackLabel();
   }
 
   function updateRollbackLabel() {
-    const target = $("diff-from").value;
+    const select = $("diff-from");
     const btn = $("rollback-button");
-    btn.disabled = !target || target === "current";
-    btn.textContent = btn.disabled ? "Roll back" : "Roll back to " + target;
+    btn.disabled = !select.value;
+    const option = select.selectedOptions && select.selectedOptions[0];
+    btn.textContent = btn.disabled ? "Roll back" : "Roll back to " + (option ? option.textContent.split(" ")[0] : select.value);
   }
 
-  function renderDiff(changes) {
-    const rows = changes.map(function (c) {
-      const tr = el("tr", null, "diff-" + c.change);
-      tr.append(el("td", c.key), el("td", c.change),
-        el("td", c.old === undefined ? "" : JSON.stringify(c.old)),
-        el("td", c.new === undefined ? "" : JSON.stringify(c.new)));
-      return tr;
-    });
+  function renderDiff(diff) {
+    const rows = [];
+    function row(key, change, oldValue, newValue) {
+      const tr = el("tr", null, "diff-" + change);
+      tr.dataset.key = key;
+      tr.append(el("td", key), el("td", change),
+        el("td", oldValue === undefined ? "" : JSON.stringify(oldValue)),
+        el("td", newValue === undefined ? "" : JSON.stringify(newValue)));
+      rows.push(tr);
+    }
+    Object.keys(diff.added || {}).sort().forEach(function (k) { row(k, "added", undefined, diff.added[k]); });
+    Object.keys(diff.removed || {}).sort().forEach(function (k) { row(k, "removed", diff.removed[k], undefined); });
+    Object.keys(diff.changed || {}).sort().forEach(function (k) { row(k, "changed", diff.changed[k].old, diff.changed[k].new); });
     if (rows.length === 0) {
       const tr = el("tr"); const td = el("td", "No differences."); td.colSpan = 4; tr.append(td); rows.push(tr);
     }
@@ -247,12 +269,15 @@
     $("diff-from").addEventListener("change", updateRollbackLabel);
     $("diff-button").addEventListener("click", async function () {
       const q = "?from=" + encodeURIComponent($("diff-from").value) + "&to=" + encodeURIComponent($("diff-to").value);
-      try { renderDiff((await api("GET", "/config/diff" + q)).changes || []); show("", false); } catch (err) { show(String(err.message || err), true); }
+      try { renderDiff(await api("GET", "/config/diff" + q)); show("", false); } catch (err) { show(String(err.message || err), true); }
     });
     $("rollback-button").addEventListener("click", function () {
-      const target = $("diff-from").value;
-      if (!target || target === "current") return;
-      act("POST", "/config/rollback", { version: target }, "Configuration rolled back to " + target + ".");
+      const select = $("diff-from");
+      const target = select.value;
+      if (!target) return;
+      const option = select.selectedOptions && select.selectedOptions[0];
+      const label = option ? option.textContent.split(" ")[0] : target;
+      act("POST", "/config/rollback", { version: target }, "Configuration rolled back to " + label + ".");
     });
   }
 
@@ -433,6 +458,7 @@
     initToken();
     initCharts();
     initConfigActions();
+    initDegradationActions();
     stream();
   });
 

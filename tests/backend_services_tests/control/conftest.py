@@ -11,7 +11,7 @@ import pytest
 from backend_services.control.server import ControlServer
 from backend_services.testing import FakeClock
 
-from .fleet import SimpleFleet
+from .fleet import Fleet
 
 TOKEN = "t0ken-for-tests-0123456789"
 
@@ -25,19 +25,24 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def fleet() -> SimpleFleet:
-    """A small fleet: two membranes, their circuits, a degradation manager, config."""
-    return SimpleFleet.sample()
+async def fleet(clock: FakeClock) -> AsyncIterator[Fleet]:
+    """A real small fleet on one in-memory store: two membranes with health servers,
+    their breakers, a degradation manager, configuration, and the operations."""
+    running = await Fleet(clock).start()
+    try:
+        yield running
+    finally:
+        await running.close()
 
 
 @pytest.fixture
-async def start_server(fleet: SimpleFleet, clock: FakeClock) -> AsyncIterator[StartServer]:
+async def start_server(fleet: Fleet, clock: FakeClock) -> AsyncIterator[StartServer]:
     """Start control servers (closed at teardown); keyword arguments go to ControlServer."""
     servers: list[ControlServer] = []
 
     async def start(backend: Any = None, **kwargs: Any) -> ControlServer:
         kwargs.setdefault("clock", clock)
-        server = ControlServer(backend or fleet, **kwargs)
+        server = ControlServer(backend or fleet.ops, **kwargs)
         await server.start("127.0.0.1", 0)
         servers.append(server)
         return server

@@ -1,192 +1,123 @@
-"""A small in-process fleet behind the ControlBackend contract (HTTP-layer tests)."""
+"""A real small fleet in one process, sharing one in-memory store.
+
+Discovery with two membranes (real HTTP health servers on free ports), their circuit
+breakers, a degradation manager and versioned configuration — the library's own
+components — and :class:`FleetOperations` over the same store, as the control server
+and the command-line tool use it.
+"""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterable
+import asyncio
 from typing import Any
 
-from backend_services.control.openapi import DEGRADATION_LEVELS
-from backend_services.errors import ValidationError
-from backend_services.observability.metrics import MetricFamily
+from aiohttp import web
+
+from backend_services.clock import Clock
+from backend_services.control.operations import FleetOperations
+from backend_services.infrastructure.circuit_breaker import CircuitBreaker
+from backend_services.infrastructure.service_degradation import ServiceDegradationManager
+from backend_services.infrastructure.service_discovery import (
+    ServiceDiscovery,
+    ServiceEndpoint,
+    ServiceType,
+)
+from backend_services.store.memory import MemoryStore
+
+CONFIG_SERVICE = "dtesn-service"
 
 
-class SimpleFleet:
-    """Services, circuits, degradation and versioned config held in dicts."""
-
-    config_service = "dtesn-service"
+class HealthServer:
+    """A real HTTP server whose /health answers 200 (or 503 once ``healthy`` is False)."""
 
     def __init__(self) -> None:
-        self.services: dict[str, dict[str, Any]] = {}
-        self.circuits: dict[str, dict[str, Any]] = {}
-        self.degradation: dict[str, dict[str, Any]] = {}
-        self.config: dict[str, Any] = {}
-        self.versions: list[dict[str, Any]] = []
-        self.fail_with: Exception | None = None
-        self._next_version = 1
+        self.healthy = True
+        self.port = 0
+        self._runner: web.AppRunner | None = None
 
-    @classmethod
-    def sample(cls) -> SimpleFleet:
-        fleet = cls()
-        for i in (1, 2):
-            sid = f"membrane-{i}"
-            fleet.services[sid] = {
-                "service_id": sid,
-                "service_type": "dtesn_membrane",
-                "url": f"http://127.0.0.1:{9000 + i}/",
-                "address": f"127.0.0.1:{9000 + i}",
-                "status": "healthy",
-                "response_time_ms": 1.5 * i,
-                "last_check": 1_700_000_000.0,
-                "consecutive_failures": 0,
-                "error_count": 0,
-            }
-            fleet.circuits[sid] = {"name": sid, "state": "closed", "total_calls": 0}
-        fleet.degradation["dtesn-service"] = {
-            "service": "dtesn-service",
-            "level": "normal",
-            "reason": "",
-            "forced": False,
-            "resource_usage": {"cpu": 0.2},
-        }
-        fleet.config = {"membrane_depth": 4, "processing_timeout": 30.0}
-        fleet._snapshot("initial")
-        return fleet
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": self.healthy}, status=200 if self.healthy else 503)
 
-    def _check(self) -> None:
-        if self.fail_with is not None:
-            raise self.fail_with
+    async def start(self) -> HealthServer:
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
 
-    def _snapshot(self, description: str) -> dict[str, Any]:
-        version = {
-            "id": f"v{self._next_version}",
-            "created_at": 1_700_000_000.0 + self._next_version,
-            "description": description,
-            "keys": len(self.config),
-            "values": copy.deepcopy(self.config),
-        }
-        self._next_version += 1
-        self.versions.append(version)
-        return version
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
 
-    @staticmethod
-    def _public(version: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in version.items() if k != "values"}
 
-    async def list_services(
-        self, service_type: str | None = None, status: str | None = None
-    ) -> list[dict[str, Any]]:
-        self._check()
-        return [
-            dict(s)
-            for s in self.services.values()
-            if (service_type is None or s["service_type"] == service_type)
-            and (status is None or s["status"] == status)
-        ]
+class Fleet:
+    """The components of a small fleet and the operations over them."""
 
-    async def get_service(self, service_id: str) -> dict[str, Any] | None:
-        self._check()
-        return self.services.get(service_id)
+    def __init__(self, clock: Clock | None = None, *, health_interval: float = 5.0) -> None:
+        self.clock = clock
+        self.health_interval = health_interval
+        self.store = MemoryStore(clock=clock)
+        self.servers = [HealthServer(), HealthServer()]
+        self.discovery = ServiceDiscovery(
+            health_check_interval=health_interval,
+            health_check_timeout=2.0,
+            max_consecutive_failures=1,
+            store=self.store,
+            clock=clock,
+            check_jitter=0.0,
+        )
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.degradation = ServiceDegradationManager(
+            CONFIG_SERVICE, store=self.store, clock=clock, builtin_monitors=False
+        )
+        self.degradation.register_resource_monitor("cpu", lambda: 0.25)
+        self.ops = FleetOperations(store=self.store, config_service=CONFIG_SERVICE, clock=clock)
 
-    async def list_circuits(self) -> list[dict[str, Any]]:
-        self._check()
-        return [dict(c) for c in self.circuits.values()]
+    async def start(self) -> Fleet:
+        await self.store.initialize()
+        for server in self.servers:
+            await server.start()
+        await self.discovery.initialize()
+        for i, server in enumerate(self.servers, start=1):
+            name = f"membrane-{i}"
+            await self.discovery.register_service(
+                ServiceEndpoint(name, ServiceType.DTESN_MEMBRANE, "127.0.0.1", server.port)
+            )
+            cb = CircuitBreaker(name, store=self.store, clock=self.clock)
+            await cb.initialize()
+            # a breaker is listed fleet-wide once its state has changed: open and close it
+            await cb.force_state("forced_open")
+            await cb.reset()
+            self.breakers[name] = cb
+        await self.degradation.initialize()
+        await self.ops.initialize()
+        await self.ops.set_config_value(CONFIG_SERVICE, "membrane_depth", 4, "initial depth")
+        await self.ops.set_config_value(CONFIG_SERVICE, "processing_timeout", 30.0, "timeout")
+        await self.wait_for_health("membrane-1", "healthy")
+        await self.wait_for_health("membrane-2", "healthy")
+        return self
 
-    async def get_circuit(self, name: str) -> dict[str, Any] | None:
-        return self.circuits.get(name)
+    async def wait_for_health(self, service_id: str, status: str, within: float = 10.0) -> None:
+        """Wait (really: health checks are real HTTP) until discovery shows ``status``."""
+        for _ in range(int(within / 0.02)):
+            rows = await self.ops.list_services()
+            if any(r["service_id"] == service_id and r["status"] == status for r in rows):
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{service_id} did not become {status}: {rows}")
 
-    async def circuit_action(self, name: str, action: str, reason: str) -> dict[str, Any] | None:
-        circuit = self.circuits.get(name)
-        if circuit is None:
-            return None
-        circuit["state"] = {"open": "forced_open", "close": "disabled", "reset": "closed"}[action]
-        return dict(circuit)
+    async def close(self) -> None:
+        await self.ops.close()
+        await self.degradation.shutdown()
+        for cb in self.breakers.values():
+            await cb.close()
+        await self.discovery.shutdown()
+        for server in self.servers:
+            await server.close()
+        await self.store.close()
 
-    async def list_degradation(self) -> list[dict[str, Any]]:
-        self._check()
-        return [dict(d) for d in self.degradation.values()]
-
-    async def get_degradation(self, service: str) -> dict[str, Any] | None:
-        return self.degradation.get(service)
-
-    async def force_degradation(
-        self, service: str, level: str, reason: str, duration: float | None
-    ) -> dict[str, Any] | None:
-        if level not in DEGRADATION_LEVELS:
-            raise ValidationError("level", level, f"one of {DEGRADATION_LEVELS}")
-        item = self.degradation.get(service)
-        if item is None:
-            return None
-        item.update(level=level, reason=reason, forced=True)
-        return dict(item)
-
-    async def clear_degradation(self, service: str, reason: str) -> dict[str, Any] | None:
-        item = self.degradation.get(service)
-        if item is None:
-            return None
-        item.update(level="normal", reason=reason, forced=False)
-        return dict(item)
-
-    async def get_config(self, service: str) -> dict[str, Any]:
-        self._check()
-        version = self.versions[-1]["id"] if self.versions else None
-        return {"service": service, "version": version, "values": copy.deepcopy(self.config)}
-
-    async def get_config_value(self, service: str, key: str) -> dict[str, Any] | None:
-        if key not in self.config:
-            return None
-        return {"key": key, "value": self.config[key], "source": "api"}
-
-    async def set_config_value(
-        self, service: str, key: str, value: Any, description: str
-    ) -> dict[str, Any]:
-        if key == "membrane_depth" and not (isinstance(value, int) and 1 <= value <= 8):
-            raise ValidationError(key, value, "an integer from 1 to 8")
-        self.config[key] = value
-        version = self._snapshot(description or f"set {key}")
-        return {"key": key, "value": value, "source": "api", "version": version["id"]}
-
-    async def list_config_versions(self, service: str, limit: int | None) -> list[dict[str, Any]]:
-        self._check()
-        items = [self._public(v) for v in self.versions]
-        return items[-limit:] if limit else items
-
-    async def snapshot_config(self, service: str, description: str) -> dict[str, Any]:
-        return self._public(self._snapshot(description))
-
-    def _values(self, ident: str) -> dict[str, Any] | None:
-        if ident == "current":
-            return self.config
-        for version in self.versions:
-            if version["id"] == ident:
-                values: dict[str, Any] = version["values"]
-                return values
-        return None
-
-    async def diff_config(self, service: str, old: str, new: str) -> dict[str, Any] | None:
-        a, b = self._values(old), self._values(new)
-        if a is None or b is None:
-            return None
-        changes = []
-        for key in sorted(set(a) | set(b)):
-            if key not in a:
-                changes.append({"key": key, "change": "added", "new": b[key]})
-            elif key not in b:
-                changes.append({"key": key, "change": "removed", "old": a[key]})
-            elif a[key] != b[key]:
-                changes.append({"key": key, "change": "changed", "old": a[key], "new": b[key]})
-        return {"from": old, "to": new, "changes": changes}
-
-    async def rollback_config(
-        self, service: str, version: str, description: str
-    ) -> dict[str, Any] | None:
-        values = self._values(version)
-        if values is None or version == "current":
-            return None
-        self.config = copy.deepcopy(values)
-        self._snapshot(description or f"rollback to {version}")
-        return await self.get_config(service)
-
-    def metric_families(self) -> Iterable[MetricFamily]:
-        fam = MetricFamily("backend_services_test_fleet_services", "gauge", "Services.")
-        return [fam.add(len(self.services))]
+    async def versions(self) -> list[dict[str, Any]]:
+        return await self.ops.list_config_versions(CONFIG_SERVICE)

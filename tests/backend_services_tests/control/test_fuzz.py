@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from backend_services.control.server import ControlServer
 
 from .conftest import TOKEN
-from .fleet import SimpleFleet
+from .fleet import Fleet
 
 JSON_VALUES = st.recursive(
     st.none()
@@ -38,10 +38,8 @@ HOSTILE_TEXT = st.sampled_from(
 KNOWN = {
     "service_id": ["membrane-1", "membrane-2"],
     "name": ["membrane-1", "membrane-2"],
-    "service": ["dtesn-service"],
+    "service": ["dtesn-service", "fleet"],
     "key": ["membrane_depth", "processing_timeout", "new.key"],
-    "from": ["v1", "current"],
-    "to": ["v1", "current"],
     "limit": ["1", "5"],
     "service_type": ["dtesn_membrane"],
     "status": ["healthy"],
@@ -65,12 +63,16 @@ class ServerThread:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        server = ControlServer(SimpleFleet.sample(), token=TOKEN, rate=1e9, burst=1e9)
+        fleet = await Fleet(None, health_interval=1.0).start()
+        ids = [str(v["id"]) for v in await fleet.versions()]
+        KNOWN["from"] = KNOWN["to"] = KNOWN["version"] = [*ids, "1"]
+        server = ControlServer(fleet.ops, token=TOKEN, rate=1e9, burst=1e9)
         url = await server.start("127.0.0.1", 0)
         self.port = int(url.rsplit(":", 1)[1])
         self.ready.set()
         await self._stop.wait()
         await server.close()
+        await fleet.close()
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
@@ -110,17 +112,23 @@ def _operations(doc: dict[str, Any]) -> Operations:
     )
 
 
-def _from_schema(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
-    """Mostly-valid values for a schema, with some arbitrary JSON mixed in."""
+def _property(name: str, schema: dict[str, Any], hostile: bool) -> st.SearchStrategy[Any]:
+    if name in KNOWN:
+        known = st.sampled_from(KNOWN[name])
+        return st.one_of(known, _from_schema(schema, hostile)) if hostile else known
+    return _from_schema(schema, hostile)
+
+
+def _from_schema(schema: dict[str, Any], hostile: bool = True) -> st.SearchStrategy[Any]:
+    """Values valid for a schema; when ``hostile``, arbitrary JSON mixed in."""
     if "enum" in schema:
         valid: st.SearchStrategy[Any] = st.sampled_from(schema["enum"])
     elif schema.get("type") == "object":
         props = schema.get("properties", {})
+        required = schema.get("required", ())
         valid = st.fixed_dictionaries(
-            {k: _from_schema(v) for k, v in props.items() if k in schema.get("required", ())},
-            optional={
-                k: _from_schema(v) for k, v in props.items() if k not in schema.get("required", ())
-            },
+            {k: _property(k, v, hostile) for k, v in props.items() if k in required},
+            optional={k: _property(k, v, hostile) for k, v in props.items() if k not in required},
         )
     elif schema.get("type") == "string" and "pattern" in schema:
         valid = st.from_regex(schema["pattern"], fullmatch=True).filter(
@@ -128,45 +136,52 @@ def _from_schema(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
         )
     elif schema.get("type") == "string":
         valid = st.text(max_size=schema.get("maxLength", 50))
-    elif schema.get("type") in ("number", "integer"):
-        valid = st.integers(min_value=-5, max_value=10**7) | st.floats(
-            min_value=-1, max_value=1e8, allow_nan=False
+    elif schema.get("type") == "integer":
+        valid = st.integers(
+            min_value=schema.get("minimum", -5), max_value=schema.get("maximum", 10**7)
         )
+    elif schema.get("type") == "number":
+        valid = st.floats(min_value=0.001, max_value=schema.get("maximum", 1e8))
     else:
         valid = JSON_VALUES
-    return st.one_of(valid, valid, JSON_VALUES)
+    return st.one_of(valid, valid, JSON_VALUES) if hostile else valid
 
 
 @st.composite
 def requests(draw: st.DrawFn, ops: Operations) -> tuple[str, str, bytes | None, dict[str, str]]:
+    """A request to one operation: well-formed (known names, the token, a valid body) or,
+    more often, hostile (random parameters, bodies, content types, origins)."""
     path, method, op = draw(st.sampled_from(ops))
+    hostile = draw(st.integers(0, 4)) >= 2
     query: list[tuple[str, str]] = []
     for param in op.get("parameters", []):
         schema = param["schema"]
+        known = st.sampled_from(KNOWN.get(param["name"], ["x"]))
         if param["in"] == "path":
-            text = draw(
-                st.one_of(
-                    st.sampled_from(KNOWN.get(param["name"], ["x"])),
-                    st.sampled_from(KNOWN.get(param["name"], ["x"])),
-                    _from_schema(schema).map(str),
-                    HOSTILE_TEXT,
-                )
+            choice = (
+                st.one_of(known, known, _from_schema(schema).map(str), HOSTILE_TEXT)
+                if hostile
+                else known
             )
+            text = draw(choice)
             path = path.replace("{" + param["name"] + "}", urllib.parse.quote(text, safe="") or "x")
-        elif draw(st.booleans()):
-            choice = st.one_of(
-                st.sampled_from(KNOWN.get(param["name"], ["x"])), _from_schema(schema), HOSTILE_TEXT
-            )
+        elif param["required"] or draw(st.booleans()):
+            choice = st.one_of(known, _from_schema(schema), HOSTILE_TEXT) if hostile else known
             query.append((param["name"], str(draw(choice))))
-    if draw(st.booleans()):
+    if hostile and draw(st.booleans()):
         query.append((draw(st.text(min_size=1, max_size=5)), draw(st.text(max_size=5))))
     url = path + ("?" + urllib.parse.urlencode(query) if query else "")
     headers: dict[str, str] = {}
-    if draw(st.integers(0, 3)):
+    if not hostile or draw(st.integers(0, 3)):
         headers["Authorization"] = f"Bearer {TOKEN}"
     body: bytes | None = None
     body_schema = op.get("requestBody", {}).get("content", {}).get("application/json", {})
-    kind = draw(st.sampled_from(["none", "schema", "json", "junk"]))
+    if not hostile:
+        if body_schema:
+            body = json.dumps(draw(_from_schema(body_schema["schema"], False))).encode()
+            headers["Content-Type"] = "application/json"
+        return method, url, body, headers
+    kind = draw(st.sampled_from(["none", "schema", "schema", "json", "junk"]))
     if kind == "schema" and body_schema:
         body = json.dumps(draw(_from_schema(body_schema["schema"]))).encode()
     elif kind == "json":

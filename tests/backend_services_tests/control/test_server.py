@@ -16,7 +16,7 @@ from backend_services.testing import FakeClock
 
 from ..observability.promtext import parse, value
 from .conftest import TOKEN, StartServer
-from .fleet import SimpleFleet
+from .fleet import CONFIG_SERVICE, Fleet
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -35,7 +35,7 @@ async def _problem(resp: aiohttp.ClientResponse, status: int) -> dict[str, Any]:
 
 
 async def test_lists_services_circuits_degradation_and_config(
-    start_server: StartServer, http: aiohttp.ClientSession
+    start_server: StartServer, http: aiohttp.ClientSession, fleet: Fleet
 ) -> None:
     """The read endpoints return the fleet as JSON, with filters applied."""
     server = await start_server()
@@ -46,15 +46,18 @@ async def test_lists_services_circuits_degradation_and_config(
     async with http.get(base + "/services", params={"service_type": "cache_service"}) as resp:
         assert await resp.json() == []
     async with http.get(base + "/services/membrane-2") as resp:
-        assert (await resp.json())["address"] == "127.0.0.1:9002"
+        assert (await resp.json())["address"] == f"127.0.0.1:{fleet.servers[1].port}"
     async with http.get(base + "/circuits") as resp:
-        assert {c["state"] for c in await resp.json()} == {"closed"}
-    async with http.get(base + "/degradation/dtesn-service") as resp:
+        assert {c["name"]: c["state"] for c in await resp.json()} == {
+            "membrane-1": "closed",
+            "membrane-2": "closed",
+        }
+    async with http.get(base + f"/degradation/{CONFIG_SERVICE}") as resp:
         assert (await resp.json())["level"] == "normal"
     async with http.get(base + "/config") as resp:
         doc = await resp.json()
-    assert doc["values"]["membrane_depth"] == 4
-    assert doc["version"] == "v1"
+    assert doc["values"] == {"membrane_depth": 4, "processing_timeout": 30.0}
+    assert doc["version"] == 2
 
 
 async def test_unknown_items_are_404_problems(
@@ -66,9 +69,12 @@ async def test_unknown_items_are_404_problems(
     doc = await _problem(await http.get(base + "/services/nope"), 404)
     assert "nope" in doc["detail"]
     await _problem(await http.get(base + "/circuits/nope"), 404)
+    await _problem(await http.get(base + "/degradation/nope"), 404)
     await _problem(await http.get(server.url + "/no/such/route"), 404)
     await _problem(await http.get(base + "/config/diff", params={"from": "v99"}), 404)
-    await _problem(await http.post(base + "/circuits/nope/open", headers=AUTH), 404)
+    await _problem(
+        await http.post(base + "/config/rollback", headers=AUTH, json={"version": "v99"}), 404
+    )
 
 
 async def test_wrong_method_is_a_405_problem_with_allow(
@@ -85,43 +91,62 @@ async def test_wrong_method_is_a_405_problem_with_allow(
 
 
 async def test_mutations_with_the_token_change_the_fleet(
-    start_server: StartServer, http: aiohttp.ClientSession, fleet: SimpleFleet
+    start_server: StartServer, http: aiohttp.ClientSession, fleet: Fleet
 ) -> None:
-    """With the token, circuits, degradation and config can be changed and rolled back."""
+    """With the token, circuits, degradation and config change fleet-wide: the running
+    components see it."""
     server = await start_server(token=TOKEN)
     base = server.url + "/api/v1"
     async with http.post(base + "/circuits/membrane-1/open", headers=AUTH, json={}) as resp:
         assert (await resp.json())["state"] == "forced_open"
     async with http.post(
-        base + "/degradation/dtesn-service/force",
+        base + "/degradation/fleet/force",
         headers=AUTH,
         json={"level": "minimal", "reason": "drill", "duration": 60},
     ) as resp:
-        assert (await resp.json())["level"] == "minimal"
+        forced = await resp.json()
+    assert (forced["level"], forced["reason"]) == ("minimal", "drill")
+    v2 = (await fleet.versions())[-1]["id"]
     async with http.put(
         base + "/config/values/membrane_depth", headers=AUTH, json={"value": 2}
     ) as resp:
-        assert (await resp.json())["version"] == "v2"
-    async with http.get(base + "/config/diff", params={"from": "v1", "to": "v2"}) as resp:
+        assert (await resp.json())["version"] == 3
+    async with http.get(base + "/config/diff", params={"from": v2}) as resp:
         diff = await resp.json()
-    assert diff["changes"] == [{"key": "membrane_depth", "change": "changed", "old": 4, "new": 2}]
-    async with http.post(base + "/config/rollback", headers=AUTH, json={"version": "v1"}) as resp:
-        assert (await resp.json())["values"]["membrane_depth"] == 4
-    assert fleet.circuits["membrane-1"]["state"] == "forced_open"
-    assert fleet.degradation["dtesn-service"]["reason"] == "drill"
+    assert diff["changed"] == {"membrane_depth": {"old": 4, "new": 2}}
+    assert diff["added"] == diff["removed"] == {}
+    async with http.post(base + "/config/rollback", headers=AUTH, json={"version": v2}) as resp:
+        assert (await resp.json())["version"] == 4
+    async with http.get(base + "/config/values/membrane_depth") as resp:
+        assert (await resp.json())["value"] == 4
+    for _ in range(100):  # the running breaker follows the fleet's shared state
+        if fleet.breakers["membrane-1"].state.value == "forced_open":
+            break
+        await asyncio.sleep(0.01)
+    assert fleet.breakers["membrane-1"].state.value == "forced_open"
 
 
 async def test_component_validation_errors_are_422_problems(
     start_server: StartServer, http: aiohttp.ClientSession
 ) -> None:
-    """A value the component rejects is a 422 naming the field and the expectation."""
+    """A value the component rejects is a 422 naming the field and the expectation;
+    levels can only be forced fleet-wide."""
     server = await start_server(token=TOKEN)
+    deep: object = 1
+    for _ in range(70):
+        deep = [deep]
     resp = await http.put(
-        server.url + "/api/v1/config/values/membrane_depth", headers=AUTH, json={"value": 99}
+        server.url + "/api/v1/config/values/membrane_depth", headers=AUTH, json={"value": deep}
     )
     doc = await _problem(resp, 422)
     assert doc["field"] == "membrane_depth"
-    assert "1 to 8" in doc["expected"]
+    assert "nesting" in doc["expected"]
+    resp = await http.post(
+        server.url + f"/api/v1/degradation/{CONFIG_SERVICE}/force",
+        headers=AUTH,
+        json={"level": "partial"},
+    )
+    assert "fleet" in (await _problem(resp, 422))["detail"]
 
 
 @pytest.mark.parametrize(
@@ -146,7 +171,7 @@ async def test_bad_bodies_are_clear_4xx_problems(
     """Malformed, mistyped and invalid bodies give 400/415/422 with a clear detail."""
     server = await start_server(token=TOKEN)
     resp = await http.post(
-        server.url + "/api/v1/degradation/dtesn-service/force",
+        server.url + "/api/v1/degradation/fleet/force",
         data=body,
         headers={**AUTH, **headers},
     )
@@ -184,7 +209,7 @@ async def test_invalid_parameters_are_422_problems(
 
 
 async def test_mutations_need_the_bearer_token(
-    start_server: StartServer, http: aiohttp.ClientSession, fleet: SimpleFleet
+    start_server: StartServer, http: aiohttp.ClientSession, fleet: Fleet
 ) -> None:
     """No header or a wrong token is 401 with a Bearer challenge; nothing changes."""
     server = await start_server(token=TOKEN)
@@ -196,7 +221,7 @@ async def test_mutations_need_the_bearer_token(
     assert "invalid_token" in resp.headers["WWW-Authenticate"]
     await _problem(resp, 401)
     await _problem(await http.post(url, headers={"Authorization": f"Basic {TOKEN}"}), 401)
-    assert fleet.circuits["membrane-1"]["state"] == "closed"
+    assert (await fleet.ops.get_circuit("membrane-1") or {})["state"] == "closed"
 
 
 async def test_without_a_configured_token_mutations_are_disabled(
@@ -209,7 +234,7 @@ async def test_without_a_configured_token_mutations_are_disabled(
 
 
 async def test_cross_site_mutations_are_refused(
-    start_server: StartServer, http: aiohttp.ClientSession, fleet: SimpleFleet
+    start_server: StartServer, http: aiohttp.ClientSession, fleet: Fleet
 ) -> None:
     """Another Origin, or a browser saying cross-site, is refused even with the token."""
     server = await start_server(token=TOKEN)
@@ -218,7 +243,7 @@ async def test_cross_site_mutations_are_refused(
     assert "evil.example" in (await _problem(resp, 403))["detail"]
     resp = await http.post(url, headers={**AUTH, "Sec-Fetch-Site": "cross-site"})
     await _problem(resp, 403)
-    assert fleet.circuits["membrane-1"]["state"] == "closed"
+    assert (await fleet.ops.get_circuit("membrane-1") or {})["state"] == "closed"
     same = await http.post(
         url, headers={**AUTH, "Origin": server.url, "Sec-Fetch-Site": "same-origin"}
     )
@@ -338,10 +363,11 @@ async def test_openapi_document_is_served(
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
 
 
-async def test_metrics_page_has_server_and_component_metrics(
+async def test_metrics_page_has_server_and_fleet_metrics(
     start_server: StartServer, http: aiohttp.ClientSession
 ) -> None:
-    """/metrics is Prometheus text with the server's counters and the fleet's metrics."""
+    """/metrics is Prometheus text with the server's counters and the fleet as the
+    server last saw it (instances by status, circuit states, levels, config version)."""
     server = await start_server()
     await http.get(server.url + "/api/v1/services")
     async with http.get(server.url + "/metrics") as resp:
@@ -353,18 +379,37 @@ async def test_metrics_page_has_server_and_component_metrics(
         )
         == 1
     )
-    assert value(fams, "backend_services_test_fleet_services") == 2
+    assert (
+        value(
+            fams,
+            "backend_services_fleet_instances",
+            service_type="dtesn_membrane",
+            status="healthy",
+        )
+        == 2
+    )
+    assert (
+        value(fams, "backend_services_fleet_circuit_state", circuit="membrane-1", state="closed")
+        == 1
+    )
+    assert value(fams, "backend_services_fleet_degradation_level", service=CONFIG_SERVICE) == 0
+    assert value(fams, "backend_services_fleet_config_version", service=CONFIG_SERVICE) == 2
 
 
 async def test_unexpected_failures_are_500_problems_without_internals(
     start_server: StartServer,
     http: aiohttp.ClientSession,
-    fleet: SimpleFleet,
+    fleet: Fleet,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A crash inside the service layer is a generic 500 problem; details go to the log."""
     server = await start_server()
-    fleet.fail_with = RuntimeError("secret internal detail")
+
+    async def broken(*args: object, **kwargs: object) -> list[dict[str, object]]:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(fleet.ops, "list_services", broken)
     resp = await http.get(server.url + "/api/v1/services")
     doc = await _problem(resp, 500)
     assert "secret internal detail" not in json.dumps(doc)
@@ -413,19 +458,24 @@ async def test_event_stream_sends_a_snapshot_then_each_change(
 
 
 async def test_watcher_polls_on_its_clock(
-    start_server: StartServer, http: aiohttp.ClientSession, fleet: SimpleFleet, clock: FakeClock
+    start_server: StartServer, http: aiohttp.ClientSession, fleet: Fleet, clock: FakeClock
 ) -> None:
-    """A change made behind the server's back is picked up after one watch interval."""
+    """A change made by a fleet member is picked up after one watch interval."""
     server = await start_server(watch_interval=2.0)
     async with http.get(server.url + "/api/v1/events") as stream:
         await _next_event(stream)
-        fleet.services["membrane-1"]["status"] = "unhealthy"
+        await fleet.breakers["membrane-2"].force_state("forced_open")
         await clock.advance(2.0)
         _, snap = await _next_event(stream)
-    assert {s["service_id"]: s["status"] for s in snap["services"]}["membrane-1"] == "unhealthy"
+    assert {c["name"]: c["state"] for c in snap["circuits"]}["membrane-2"] == "forced_open"
     async with http.get(server.url + "/api/v1/transitions", params={"limit": "1"}) as resp:
         (last,) = await resp.json()
-    assert (last["kind"], last["old"], last["new"]) == ("service", "healthy", "unhealthy")
+    assert (last["kind"], last["name"], last["old"], last["new"]) == (
+        "circuit",
+        "membrane-2",
+        "closed",
+        "forced_open",
+    )
 
 
 async def test_event_streams_are_limited_per_client_and_end_on_close(
