@@ -18,6 +18,7 @@ def register(sub: Any, common: Common) -> None:
     """Add every command to the top-level subparsers."""
     _demo(sub, common)
     _membrane(sub, common)
+    _serve(sub, common)
     from .fleet import register as register_fleet
 
     register_fleet(sub, common)
@@ -45,6 +46,30 @@ async def _run_demo(ns: argparse.Namespace, out: Output) -> int:
     from ..demo.scenario import run_demo
 
     return await run_demo(ns, colour=out.colour)
+
+
+# --- serve -----------------------------------------------------------------------------
+
+
+def _serve(sub: Any, common: Common) -> None:
+    from ..control.serve import add_serve_arguments
+
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP control API and the live dashboard against the fleet's Redis",
+        description="Serve the control API (OpenAPI at /openapi.json), the live dashboard "
+        "(/) and Prometheus metrics (/metrics). Changes need the operator token from "
+        "$DTESN_CONTROL_TOKEN or --token-file; without one they are disabled.",
+    )
+    add_serve_arguments(p)
+    common(p)
+    p.set_defaults(handler=_run_serve)
+
+
+async def _run_serve(ns: argparse.Namespace, out: Output) -> int:
+    from ..control.serve import serve_namespace
+
+    return await serve_namespace(ns, json_lines=out.json_mode)
 
 
 # --- membrane --------------------------------------------------------------------------
