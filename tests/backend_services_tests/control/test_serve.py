@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +119,57 @@ async def test_a_port_in_use_is_an_error_that_leaves_nothing_running(fleet: Flee
         assert second.watcher._supervisor is None
     finally:
         await first.close()
+
+
+def test_cli_serve_without_redis_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """``backend-services serve`` with no Redis anywhere exits 2 with one error line."""
+    from backend_services.cli import main
+
+    assert main(["serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.redis
+async def test_cli_serve_runs_as_a_process_until_sigterm(
+    redis_url: str, http: aiohttp.ClientSession
+) -> None:
+    """``backend-services serve`` as a real OS process: prints a JSON ready line, serves
+    the API with the token from the environment, and exits 0 on SIGTERM."""
+    env = {**os.environ, "DTESN_CONTROL_TOKEN": TOKEN}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "backend_services.cli",
+        "serve",
+        "--redis-url",
+        redis_url,
+        "--port",
+        "0",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        info = json.loads(line)
+        assert info["changes"] == "enabled"
+        async with http.post(
+            info["api"] + "/circuits/payments/open",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            json={"reason": "drill"},
+        ) as resp:
+            assert (await resp.json())["state"] == "forced_open"
+        async with http.get(info["url"]) as resp:
+            assert "Fleet dashboard" in await resp.text()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.stderr is not None
+    assert TOKEN not in (await proc.stderr.read()).decode()
