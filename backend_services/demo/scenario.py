@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import sys
 import time
@@ -39,19 +38,15 @@ from ..infrastructure.service_discovery import (
     ServiceType,
 )
 from ..retry_budget import RetryBudget
+from .constants import KIND, LEVEL_ORDER, LEVELS, SEED, SERVICE_NAME
 from .fleet import Fleet
+from .phases import PHASES
 from .record import Event, Recorder
 from .summary import Marks, figures_rows, measure
 from .traffic import LocalFallback, Traffic
 from .view import ProgressView
 
 __all__ = ["Scenario", "run_demo"]
-
-KIND = "memory"
-SEED = 7
-LEVELS = 4
-SERVICE_NAME = "dtesn-service"
-LEVEL_ORDER = ("normal", "partial", "minimal", "emergency", "offline")
 
 
 class _Guard:
@@ -304,7 +299,7 @@ class Scenario:
 
     # --- the phases ---------------------------------------------------------------------
 
-    def _healthy(self) -> set[str]:
+    def healthy(self) -> set[str]:
         assert self.discovery is not None
         return {
             sid
@@ -312,24 +307,7 @@ class Scenario:
             if h.status == ServiceStatus.HEALTHY
         }
 
-    async def phase_start(self) -> None:
-        self.view.phase(1, "Start membranes, register them, discover them as health checks pass")
-        assert self.discovery is not None
-        await self.fleet.start_all()
-        for mid, proc in self.fleet.procs.items():
-            self.say(f"{mid}: process {proc.pid} serving on port {proc.port}")
-        if not self.redis_url:
-            for mid, proc in self.fleet.procs.items():
-                await self.discovery.register_service(self._endpoint(mid, proc.port))
-        found = await self.until(lambda: self._healthy() >= set(self.ids), within=15.0)
-        discovered = await self.discovery.discover_services(ServiceType.DTESN_MEMBRANE)
-        self.rec.check(
-            "all membranes discovered after real health checks",
-            found is not None and {e.service_id for e in discovered} >= set(self.ids),
-            f"{len(discovered)} of {len(self.ids)} discovered",
-        )
-
-    def _endpoint(self, mid: str, port: int) -> ServiceEndpoint:
+    def endpoint(self, mid: str, port: int) -> ServiceEndpoint:
         return ServiceEndpoint(
             service_id=mid,
             service_type=ServiceType.DTESN_MEMBRANE,
@@ -338,215 +316,9 @@ class Scenario:
             metadata={"membrane_type": KIND, "capacity": 1000, "levels": LEVELS},
         )
 
-    async def phase_traffic(self) -> None:
-        self.view.phase(2, f"Steady traffic through the request path ({self.rate:g} requests/s)")
-        assert self.traffic is not None
-        start = self.t()
-        self.traffic.start()
-        await asyncio.sleep(2.5)  # let real traffic flow
-        counts = self.rec.outcomes(since=start)
-        spread = self.rec.served_by(since=start)
-        self.say(
-            f"{sum(counts.values())} requests, {counts.get('ok', 0)} answered; "
-            + ", ".join(f"{k} {v}" for k, v in sorted(spread.items()))
-        )
-        self.rec.check(
-            "steady traffic is spread over every membrane",
-            set(spread) >= set(self.ids) and counts.get("failed", 0) == 0,
-            f"served by {len(spread)} membranes",
-        )
-
-    async def phase_kill(self) -> None:
-        victim = self.marks.killed = self.ids[1]
-        self.view.phase(3, f"Kill {victim}: breaker, discovery, traffic shift, fallback")
-        self.marks.t_kill = self.t()
-        await self.fleet.procs[victim].kill()
-        self.say(f"{victim}: killed (SIGKILL)", "red")
-        self.marks.t_breaker_open = await self.until(
-            lambda: self.breaker_state.get(victim) == "open", within=10.0
-        )
-        self.marks.t_discovery_down = await self.until(
-            lambda: victim not in self._healthy(), within=10.0
-        )
-        await asyncio.sleep(2.0)  # traffic keeps flowing on the survivors
-        since = (self.marks.t_discovery_down or self.t()) + 0.5
-        after = self.rec.served_by(since=since)
-        self.say(
-            "traffic now: " + ", ".join(f"{k} {v}" for k, v in sorted(after.items()) if v),
-        )
-        failed = len(self.rec.failures())
-        self.rec.check(
-            f"{victim}'s breaker opened", self.marks.t_breaker_open is not None, "state open"
-        )
-        self.rec.check(
-            f"discovery marked {victim} down",
-            self.marks.t_discovery_down is not None,
-            "not healthy",
-        )
-        self.rec.check(
-            "traffic shifted to the survivors",
-            victim not in after and sum(after.values()) > 0,
-            f"{sum(after.values())} requests served by others",
-        )
-        self.say(
-            f"failed requests seen by the caller so far: {failed}", "green" if not failed else "red"
-        )
-
-    async def phase_slow(self) -> None:
-        slow = self.marks.slowed = self.ids[2]
-        self.view.phase(4, f"Slow {slow} down, then raise resource pressure")
-        self.marks.t_slow = self.t()
-        await self.fleet.set_faults(slow, slow=0.4)
-        self.say(f"{slow}: every call now takes 400 ms more (slow-call threshold 250 ms)")
-        self.marks.t_slow_open = await self.until(
-            lambda: self.breaker_state.get(slow) == "open", within=10.0
-        )
-        await self.fleet.set_faults(slow, clear=True)
-        self.say(f"{slow}: back to normal speed")
-        self.marks.t_slow_closed = await self.until(
-            lambda: self.breaker_state.get(slow) == "closed", within=10.0
-        )
-        self.rec.check(
-            f"slow-call detection opened {slow}'s breaker",
-            self.marks.t_slow_open is not None,
-            "open on slow calls",
-        )
-        self.rec.check(
-            f"{slow}'s breaker closed again once it was fast",
-            self.marks.t_slow_closed is not None,
-            "half-open trials succeeded",
-        )
-
-    async def phase_pressure(self) -> None:
-        targets = [m for m in self.ids if m != self.marks.killed]
-        names = ", ".join(targets)
-        self.say(f"resource pressure 93% on {names}", "yellow")
-        self.marks.t_pressure = self.t()
-        for mid in targets:
-            await self.fleet.set_faults(mid, pressure=0.93)
-        self.marks.t_pressure_peak = await self.until(
-            lambda: all(self.levels.get(m) == "emergency" for m in targets), within=8.0
-        )
-        await asyncio.sleep(1.0)  # requests are served degraded meanwhile
-        degraded = sum(
-            1
-            for c in self.rec.calls
-            if c.outcome == "ok" and c.degraded and c.t >= (self.marks.t_pressure or 0)
-        )
-        self.say(f"{degraded} responses computed at reduced depth (advanced_analytics off)")
-
-        self.say(f"resource pressure 97% on {names}: offline, no membrane serves", "red")
-        t_offline = self.t()
-        for mid in targets:
-            await self.fleet.set_faults(mid, pressure=0.97)
-        reached = await self.until(
-            lambda: all(self.levels.get(m) == "offline" for m in targets), within=8.0
-        )
-        await asyncio.sleep(1.0)  # the local fallback answers meanwhile
-        covered = self.rec.outcomes(since=t_offline).get("fallback", 0)
-        self.say(f"{covered} requests answered by the local fallback (depth 1)")
-
-        self.marks.t_release = self.t()
-        for mid in targets:
-            await self.fleet.set_faults(mid, pressure=0.0)
-        self.say("pressure released; recovery goes one level per recovery delay", "green")
-        self.marks.t_recovered = await self.until(
-            lambda: all(self.levels.get(m) == "normal" for m in targets), within=15.0
-        )
-        back = await self.until(lambda: set(targets) <= self._serving(), within=10.0)
-        steps_ok = all(_stepwise(self.marks.levels_seen.get(m, [])) for m in targets)
-        self.rec.check(
-            "pressure raised the degradation level and switched features off",
-            self.marks.t_pressure_peak is not None and degraded > 0,
-            f"{degraded} responses at reduced depth",
-        )
-        self.rec.check(
-            "with every membrane offline the fallback answered",
-            reached is not None and covered > 0,
-            f"{covered} fallback answers",
-        )
-        self.rec.check(
-            "levels recovered step by step to normal and the membranes serve again",
-            self.marks.t_recovered is not None and steps_ok and back is not None,
-            " / ".join(" -> ".join(self.marks.levels_seen.get(m, [])) for m in targets),
-        )
-
-    def _serving(self) -> set[str]:
+    def serving(self) -> set[str]:
         """Membranes healthy in discovery with their breaker closed."""
-        return {m for m in self._healthy() if self.breaker_state.get(m) == "closed"}
-
-    async def _depths(self) -> dict[str, int]:
-        out = {}
-        for mid in self.fleet.running():
-            with contextlib.suppress(Exception):
-                out[mid] = int((await self.fleet.config_of(mid))["membrane_depth"])
-        return out
-
-    async def _wait_depth(self, depth: int) -> float | None:
-        deadline = time.monotonic() + 8.0
-        while time.monotonic() < deadline:
-            depths = await self._depths()
-            if depths and all(d == depth for d in depths.values()):
-                return self.t()
-            await asyncio.sleep(0.05)
-        return None
-
-    async def phase_config(self) -> None:
-        self.view.phase(5, "Change configuration live, snapshot, roll back")
-        assert self.config is not None
-        baseline = await self.config.create_version_snapshot("demo: before the change")
-        self.say(f"snapshot {baseline} taken (membrane_depth={LEVELS})")
-        self.marks.t_config = self.t()
-        await self.config.set_config(
-            "membrane_depth", 2, ConfigSource.API, description="demo: shallower membranes"
-        )
-        self.say("membrane_depth set to 2")
-        self.marks.t_config_seen = await self._wait_depth(2)
-        if self.marks.t_config_seen is not None:
-            self.say("every running membrane now computes 2 levels", "green")
-        await asyncio.sleep(0.5)
-        self.marks.t_rollback = self.t()
-        restored = await self.config.rollback_to_version(baseline)
-        self.say(f"rolled back to {baseline}")
-        self.marks.t_rollback_seen = await self._wait_depth(LEVELS)
-        self.marks.config_versions = len(await self.config.list_versions())
-        self.rec.check(
-            "a live configuration change reached every running membrane",
-            self.marks.t_config_seen is not None,
-            "membrane_depth=2 seen",
-        )
-        self.rec.check(
-            "rollback restored the snapshot everywhere",
-            bool(restored) and self.marks.t_rollback_seen is not None,
-            f"membrane_depth={LEVELS} seen",
-        )
-
-    async def phase_restart(self) -> None:
-        victim = self.marks.killed
-        self.view.phase(6, f"Restart {victim}: it rejoins and its breaker closes")
-        assert self.discovery is not None
-        self.marks.t_restart = self.t()
-        proc = self.fleet.procs[victim]
-        await proc.start()
-        self.say(f"{victim}: process {proc.pid} serving on port {proc.port}")
-        if not self.redis_url and await self.discovery.get_service(victim) is None:
-            await self.discovery.register_service(self._endpoint(victim, proc.port))
-        self.marks.t_rejoined = await self.until(lambda: victim in self._healthy(), within=10.0)
-        self.marks.t_closed_again = await self.until(
-            lambda: self.breaker_state.get(victim) == "closed", within=10.0
-        )
-        await asyncio.sleep(1.5)  # traffic flows to it again
-        back = self.rec.served_by(since=self.marks.t_closed_again or self.t())
-        self.rec.check(
-            f"{victim} rejoined after passing health checks",
-            self.marks.t_rejoined is not None,
-            "healthy again",
-        )
-        self.rec.check(
-            f"{victim}'s breaker closed and it serves again",
-            self.marks.t_closed_again is not None and back.get(victim, 0) > 0,
-            f"{back.get(victim, 0)} requests served since",
-        )
+        return {m for m in self.healthy() if self.breaker_state.get(m) == "closed"}
 
     # --- the run ------------------------------------------------------------------------
 
@@ -558,13 +330,8 @@ class Scenario:
             await self.setup(stack)
             self._watch = asyncio.create_task(self._watch_loop(), name="demo:watch")
             try:
-                await self.phase_start()
-                await self.phase_traffic()
-                await self.phase_kill()
-                await self.phase_slow()
-                await self.phase_pressure()
-                await self.phase_config()
-                await self.phase_restart()
+                for phase in PHASES:
+                    await phase(self)
             finally:
                 if self.traffic is not None:
                     await self.traffic.stop()
@@ -614,16 +381,6 @@ class Scenario:
             "levels_seen": self.marks.levels_seen,
             "checks": [vars(c) for c in self.rec.checks],
         }
-
-
-def _stepwise(levels: list[str]) -> bool:
-    """After the peak, each change goes exactly one level better, ending at normal."""
-    if not levels or levels[-1] != "normal":
-        return False
-    ranks = [LEVEL_ORDER.index(x) for x in levels]
-    peak = ranks.index(max(ranks))
-    tail = ranks[peak:]
-    return all(b == a - 1 for a, b in itertools.pairwise(tail))
 
 
 async def run_demo(ns: argparse.Namespace, *, colour: bool | None = None) -> int:

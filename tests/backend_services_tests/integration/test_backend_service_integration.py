@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 
-from backend_services.demo.scenario import Scenario, _stepwise
+from backend_services.demo.phases import stepwise
+from backend_services.demo.scenario import Scenario
 from backend_services.demo.summary import measure
 from backend_services.demo.view import ProgressView
 from backend_services.dtesn.process import MembraneProcess
@@ -68,7 +69,7 @@ class TestDemoScenario:
         # levels went up under pressure and came back one level at a time
         for levels in marks.levels_seen.values():
             assert "emergency" in levels
-            assert _stepwise(levels)
+            assert stepwise(levels)
         # the readout does not depend on which replica answered (same seed everywhere)
         assert len(fig.served_by) == 3
         assert "Summary" in out.getvalue()

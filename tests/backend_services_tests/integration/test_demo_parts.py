@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
+from backend_services.demo.phases import stepwise
 from backend_services.demo.record import Call, Event, Recorder
-from backend_services.demo.scenario import _stepwise
 from backend_services.demo.summary import Marks, figures_rows, measure
 from backend_services.demo.traffic import FALLBACK_HEADER, LocalFallback
 from backend_services.demo.view import ProgressView, format_table
@@ -85,13 +85,13 @@ class TestFigures:
 class TestStepwise:
     def test_one_level_at_a_time_after_the_peak(self) -> None:
         """Recovery must go down exactly one level per change and end at normal."""
-        assert _stepwise(["normal", "emergency", "minimal", "partial", "normal"])
-        assert _stepwise(
+        assert stepwise(["normal", "emergency", "minimal", "partial", "normal"])
+        assert stepwise(
             ["normal", "emergency", "offline", "emergency", "minimal", "partial", "normal"]
         )
-        assert not _stepwise(["normal", "emergency", "normal"])
-        assert not _stepwise(["normal", "emergency", "minimal"])
-        assert not _stepwise([])
+        assert not stepwise(["normal", "emergency", "normal"])
+        assert not stepwise(["normal", "emergency", "minimal"])
+        assert not stepwise([])
 
 
 class TestView:
