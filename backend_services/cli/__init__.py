@@ -4,6 +4,7 @@
 
     backend-services demo [--redis URL | --start-redis]
     backend-services membrane serve --kind memory --port 8081
+    backend-services serve [--port 8080]       (control API and live dashboard)
     backend-services services list|watch
     backend-services circuits list|open|close|reset NAME
     backend-services degradation status|force|clear

@@ -23,6 +23,7 @@ COMMANDS = [
     ["demo"],
     ["membrane"],
     ["membrane", "serve"],
+    ["serve"],
     ["services"],
     ["services", "list"],
     ["services", "watch"],
