@@ -32,7 +32,7 @@ from .signing import RecordSigner
 __all__ = ["Owned", "Registration", "Registry", "Snapshot"]
 
 RENEW_BATCH = 500
-REGISTER_BATCH = 200
+REGISTER_BATCH = 500
 
 
 @dataclass(slots=True)
@@ -219,6 +219,34 @@ class Registry:
         ]
         result = await self.store.commit(ops)
         return result.positions.get(FEED, 0)
+
+    async def deregister_many(
+        self, entries: Sequence[tuple[str, ServiceType]], *, reason: str = "deregistered"
+    ) -> list[int]:
+        """Remove many registrations in a few commits; returns their feed positions."""
+        positions: list[int] = []
+        for start in range(0, len(entries), REGISTER_BATCH):
+            batch = entries[start : start + REGISTER_BATCH]
+            ops: list[Operation] = []
+            for sid, service_type in batch:
+                event = signed_event(
+                    "deregister",
+                    sid,
+                    self.signer,
+                    type=service_type.value,
+                    reason=reason,
+                    writer=self.node,
+                )
+                ops += [
+                    Delete(service_key(sid)),
+                    Delete(health_key(sid)),
+                    SetRemove(index_key(service_type), (sid,)),
+                    self._append(event),
+                ]
+            result = await self.store.commit(ops)
+            last = result.positions.get(FEED, 0)
+            positions += [last - len(batch) + 1 + i if last else 0 for i in range(len(batch))]
+        return positions
 
     async def publish_health(self, health: ServiceHealth, *, reason: str = "") -> int:
         """Share a status transition; returns the event's feed position."""

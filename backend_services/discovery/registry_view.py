@@ -60,6 +60,12 @@ class RegistryView:
 
     # ---- reads (the hot path) ----------------------------------------------------------
 
+    @property
+    def healthy_lists(self) -> dict[ServiceType | None, list[ServiceEndpoint]]:
+        """The cache of healthy lists by type (read-only for callers: a missing type
+        means "not built yet", use :meth:`healthy`)."""
+        return self._healthy
+
     def healthy(self, service_type: ServiceType | None) -> list[ServiceEndpoint]:
         """Healthy endpoints of ``service_type`` (all types for ``None``); a fresh list."""
         cached = self._healthy.get(service_type)

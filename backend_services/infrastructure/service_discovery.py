@@ -30,18 +30,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import socket
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 
 from ..clock import Clock, resolve_clock
-from ..discovery.checker import CheckSchedule, raise_if_cancelling, sleep_or_wake
-from ..discovery.events import CallbackSet, DiscoveryEvent
-from ..discovery.health import HealthPolicy, HealthState, Transition
+from ..discovery.events import DiscoveryEvent
+from ..discovery.health import HealthPolicy, HealthState
 from ..discovery.model import (
     DEFAULT_HEALTH_PATH,
     ServiceEndpoint,
@@ -51,13 +49,15 @@ from ..discovery.model import (
     coerce_service_type,
 )
 from ..discovery.outliers import OutlierDetector, OutlierPolicy
-from ..discovery.preservation import PreservationPolicy, SelfPreservation
-from ..discovery.probes import Probe, Prober, ProbeResult
-from ..discovery.records import FEED, REAPER_LEASE, RejectedRecord, read_event, shard_of
+from ..discovery.preservation import PreservationPolicy
+from ..discovery.probes import Probe, Prober
+from ..discovery.records import FEED, REAPER_LEASE
 from ..discovery.registry import Owned, Registration, Registry
-from ..discovery.registry_view import RegistryView, ViewChange
+from ..discovery.registry_view import RegistryView
 from ..discovery.shards import ShardLeases
 from ..discovery.signing import RecordSigner
+from ..discovery.sync import FeedSync
+from ..discovery.upkeep import Upkeep
 from ..errors import (
     AuthorizationError,
     LifecycleError,
@@ -67,8 +67,7 @@ from ..errors import (
 from ..log import get_logger
 from ..settings import UNSET, Unset, load_settings, pick, resolve_redis_url
 from ..store.feed import FeedFollower
-from ..store.protocol import FeedEvent, Store
-from ..tasks import Supervisor
+from ..store.protocol import Store
 
 __all__ = [
     "REGISTRATION_KEY_ENV",
@@ -121,7 +120,7 @@ class _ReadOnly(Mapping[str, Any]):
         return repr(dict(self))
 
 
-class ServiceDiscovery:
+class ServiceDiscovery(FeedSync, Upkeep):
     """Registry, discovery and health checking of DTESN services (see module docstring).
 
     Positional arguments are the spec's; each not given comes from the environment
@@ -183,8 +182,8 @@ class ServiceDiscovery:
         failures = pick(
             max_consecutive_failures, sd.max_consecutive_failures, DEFAULT_MAX_CONSECUTIVE_FAILURES
         )
-        self._service_ttl = _positive("service_ttl", pick(service_ttl, sd.service_ttl, 300.0))
-        self._policy = HealthPolicy(
+        ttl = _positive("service_ttl", pick(service_ttl, sd.service_ttl, DEFAULT_SERVICE_TTL))
+        policy = HealthPolicy(
             failure_threshold=failures,
             success_threshold=success_threshold,
             startup_grace=startup_grace,
@@ -196,71 +195,35 @@ class ServiceDiscovery:
             key: str | bytes | None = os.environ.get(REGISTRATION_KEY_ENV) or None
         else:
             key = registration_key
-        self._signer = RecordSigner(key, require=require_signed, verify_keys=verify_keys)
         self.namespace = namespace
-        self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._store: Store | None = store
-        self._own_store = store is None
-        self._prober = Prober(
-            timeout=self.health_check_timeout,
-            health_path=health_check_path,
-            concurrency=check_concurrency,
+        interval = self.health_check_interval
+        super().__init__(
             clock=self._clock,
-            session=session,
+            policy=policy,
+            signer=RecordSigner(key, require=require_signed, verify_keys=verify_keys),
+            node_id=node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            store=store,
+            prober=Prober(
+                timeout=self.health_check_timeout,
+                health_path=health_check_path,
+                concurrency=check_concurrency,
+                clock=self._clock,
+                session=session,
+            ),
+            probe=probe,
+            check_interval=interval,
+            check_jitter=check_jitter,
+            check_concurrency=check_concurrency,
+            service_ttl=ttl,
+            shards=shards,
+            maintenance_interval=(
+                _positive("maintenance_interval", maintenance_interval)
+                if maintenance_interval is not None
+                else min(5.0, interval, ttl / 3)
+            ),
+            outlier_policy=outlier_policy,
+            preservation_policy=preservation_policy,
         )
-        self._probe: Probe = probe or self._prober
-        self._schedule = CheckSchedule(
-            self._probe,
-            self._on_result,
-            interval=self.health_check_interval,
-            jitter=check_jitter,
-            max_in_flight=check_concurrency,
-            clock=self._clock,
-        )
-        self._shard_count = shards
-        self._maintenance_interval = (
-            _positive("maintenance_interval", maintenance_interval)
-            if maintenance_interval is not None
-            else min(5.0, self.health_check_interval, self._service_ttl / 3)
-        )
-        self._confirm_delay = max(2.0, 2 * self._maintenance_interval)
-        self._view = RegistryView()
-        self._machines: dict[str, HealthState] = {}
-        self._owned: dict[str, Owned] = {}
-        self._unsynced: set[str] = set()
-        self._preserved: dict[str, float] = {}
-        self._outlier_policy = outlier_policy or OutlierPolicy()
-        self._detectors: dict[ServiceType, OutlierDetector] = {}
-        self._preservation = SelfPreservation(preservation_policy)
-        self._up = CallbackSet("service_up")
-        self._down = CallbackSet("service_down")
-        self._listeners = CallbackSet("listeners")
-        self._supervisor = Supervisor("service_discovery", clock=self._clock)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._registry: Registry | None = None
-        self._shards: ShardLeases | None = None
-        self._follower: FeedFollower | None = None
-        self._renew_now = asyncio.Event()
-        self._init_lock: asyncio.Lock | None = None
-        self._initialized = False
-        self._closed = False
-        self._last_connected = self._clock.monotonic()
-        self._next_reap = 0.0
-        self._rng = random.Random()
-        self._stats = {
-            "discovery_requests": 0,
-            "health_checks": 0,
-            "failed_health_checks": 0,
-            "rejected_records": 0,
-            "events_applied": 0,
-            "resyncs": 0,
-            "registrations_restored": 0,
-            "expired_services": 0,
-            "deregistered_unhealthy": 0,
-            "store_errors": 0,
-        }
-
-    # ---- read-only attributes ----------------------------------------------------------
 
     @property
     def max_consecutive_failures(self) -> int:
@@ -289,22 +252,6 @@ class ServiceDiscovery:
     def self_preservation(self) -> bool:
         """True while evictions are paused."""
         return self._preservation.active
-
-    def view_age(self) -> float:
-        """Seconds the local view may lag the fleet (0 while the feed is current)."""
-        now = self._clock.monotonic()
-        store = self._store
-        if store is None or not self._initialized:
-            return 0.0
-        if store.status().connected:
-            self._last_connected = now
-            lag = self._follower.lag if self._follower is not None else None
-            return lag or 0.0
-        return now - self._last_connected
-
-    _follower_block = 1.0
-
-    # ---- lifecycle ---------------------------------------------------------------------
 
     async def initialize(self) -> None:
         """Connect to the store, load the registry and start the background work.
@@ -405,24 +352,16 @@ class ServiceDiscovery:
             return
         owned = list(self._owned.values())
         self._owned.clear()
-        semaphore = asyncio.Semaphore(100)
-
-        async def one(o: Owned) -> None:
-            async with semaphore:
-                sid = o.endpoint.service_id
-                try:
-                    position = await registry.deregister(
-                        sid, o.endpoint.service_type, reason="shutdown"
-                    )
-                except Exception as exc:
-                    _log.warning("deregistration_failed", service_id=sid, error=repr(exc))
-                    return
-                self._apply_removal(sid, position, "shutdown", local=True)
-
+        entries = [(o.endpoint.service_id, o.endpoint.service_type) for o in owned]
         try:
-            await asyncio.wait_for(asyncio.gather(*(one(o) for o in owned)), timeout=10.0)
-        except TimeoutError:
-            _log.warning("deregistration_timed_out", remaining=len(owned))
+            positions = await asyncio.wait_for(
+                registry.deregister_many(entries, reason="shutdown"), timeout=10.0
+            )
+        except Exception as exc:
+            _log.warning("deregistration_failed", count=len(entries), error=repr(exc))
+            return
+        for (sid, _), position in zip(entries, positions, strict=True):
+            self._apply_removal(sid, position, "shutdown", local=True)
 
     async def _stop_tasks(self) -> None:
         if self._registry is not None:
@@ -459,8 +398,6 @@ class ServiceDiscovery:
     def _require_open(self, what: str) -> None:
         if self._closed:
             raise LifecycleError(f"ServiceDiscovery.{what}(): discovery has been shut down")
-
-    # ---- registration ------------------------------------------------------------------
 
     def _check_credentials(self, what: str) -> None:
         if self._signer.require and not self._signer.can_sign:
@@ -528,6 +465,18 @@ class ServiceDiscovery:
             self._probe_now(endpoint)
         return True
 
+    async def register_services(self, endpoints: Iterable[ServiceEndpoint]) -> list[bool]:
+        """Register many instances at once; their writes share a few commits. Every
+        endpoint is checked first: one invalid entry registers nothing."""
+        self._require_open("register_services")
+        items = list(endpoints)
+        for i, endpoint in enumerate(items):
+            if not isinstance(endpoint, ServiceEndpoint):
+                raise ValidationError(f"endpoints[{i}]", endpoint, "a ServiceEndpoint")
+        self._check_credentials("register_services")
+        await self.initialize()
+        return list(await asyncio.gather(*(self.register_service(ep) for ep in items)))
+
     async def deregister_service(self, service_id: str) -> bool:
         """Remove an instance; ``False`` when it is unknown."""
         self._require_open("deregister_service")
@@ -553,13 +502,14 @@ class ServiceDiscovery:
         _log.info("service_deregistered", service_id=service_id)
         return True
 
-    # ---- discovery (hot path: memory only) ---------------------------------------------
-
     async def discover_services(
         self, service_type: ServiceType | None = None
     ) -> list[ServiceEndpoint]:
         """Healthy instances of ``service_type`` (of every type for ``None``)."""
-        self._stats["discovery_requests"] += 1
+        self._discovery_requests += 1
+        cached = self._healthy_lists.get(service_type)
+        if cached is not None:
+            return cached.copy()
         if service_type is not None and service_type.__class__ is not ServiceType:
             service_type = coerce_service_type(service_type)
         return self._view.healthy(service_type)
@@ -615,8 +565,6 @@ class ServiceDiscovery:
         detector = self._detectors.get(entry.endpoint.service_type)
         return detector is not None and detector.is_ejected(service_id, self._clock.monotonic())
 
-    # ---- callbacks, events, metrics ----------------------------------------------------
-
     def add_service_up_callback(self, callback: Callable[[str], Any]) -> None:
         """``callback(service_id)`` (sync or async) when an instance becomes healthy."""
         self._up.add(callback)
@@ -630,19 +578,6 @@ class ServiceDiscovery:
         """``callback(event)`` for every :class:`DiscoveryEvent`."""
         self._listeners.add(callback)
 
-    def _emit(
-        self,
-        kind: str,
-        service_id: str | None = None,
-        old: ServiceStatus | None = None,
-        new: ServiceStatus | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> None:
-        if len(self._listeners):
-            self._listeners.fire(
-                DiscoveryEvent(kind, service_id, old, new, self._clock.time(), detail or {})
-            )
-
     def get_metrics(self) -> dict[str, Any]:
         """Counters and gauges (the spec's four keys first)."""
         store = self._store
@@ -652,7 +587,7 @@ class ServiceDiscovery:
             "registered_services": len(self._view),
             "healthy_services": self._view.healthy_count,
             "failed_health_checks": self._stats["failed_health_checks"],
-            "discovery_requests": self._stats["discovery_requests"],
+            "discovery_requests": self._discovery_requests,
             "health_checks": self._stats["health_checks"],
             "owned_registrations": len(self._owned),
             "scheduled_checks": len(self._schedule),
@@ -673,474 +608,6 @@ class ServiceDiscovery:
             "store_backend": status.backend if status else None,
             "store_connected": status.connected if status else None,
         }
-
-    # ---- the local view and its changes ------------------------------------------------
-
-    def _after_change(self, change: ViewChange) -> None:
-        old, new = change.old, change.new
-        if old is new:
-            return
-        sid = change.service_id
-        healthy = ServiceStatus.HEALTHY
-        if new is healthy:
-            self._up.fire(sid)
-        elif old is healthy:
-            self._down.fire(sid)
-        if new is ServiceStatus.UNHEALTHY or change.reason == "ttl expired":
-            population = len(self._view) + (1 if new is None else 0)
-            self._note_preservation(
-                self._preservation.record_loss(sid, self._clock.monotonic(), population)
-            )
-        if old is None:
-            kind = "registered"
-        elif new is None:
-            kind = "expired" if change.reason == "ttl expired" else "deregistered"
-        else:
-            kind = "status_changed"
-        self._emit(kind, sid, old, new, {"reason": change.reason} if change.reason else None)
-
-    def _note_preservation(self, changed: bool | None) -> None:
-        if changed is None:
-            return
-        if changed:
-            _log.warning(
-                "self_preservation_started",
-                node=self.node_id,
-                threshold=self._preservation.policy.threshold,
-            )
-            self._emit("self_preservation_started")
-        else:
-            _log.info("self_preservation_ended", node=self.node_id)
-            self._emit("self_preservation_ended")
-
-    def _reject(self, exc: RejectedRecord) -> None:
-        self._stats["rejected_records"] += 1
-        _log.warning("record_rejected", what=exc.what, service_id=exc.service_id, reason=exc.reason)
-        self._emit(
-            "record_rejected", exc.service_id, detail={"what": exc.what, "reason": exc.reason}
-        )
-
-    def _apply_removal(self, sid: str, position: int, reason: str, *, local: bool) -> None:
-        change = self._view.remove(sid, position=position, local=local, reason=reason)
-        self._forget(sid)
-        if change is not None:
-            self._after_change(change)
-
-    def _forget(self, sid: str) -> None:
-        self._schedule.unschedule(sid)
-        self._machines.pop(sid, None)
-        self._preserved.pop(sid, None)
-        for detector in self._detectors.values():
-            detector.forget(sid)
-
-    def _holds(self, sid: str) -> bool:
-        shards = self._shards
-        return shards is not None and shard_of(sid, self._shard_count) in shards.held
-
-    async def _on_events(self, events: list[FeedEvent]) -> None:
-        signer, view = self._signer, self._view
-        for event in events:
-            sid = event.data.get("id")
-            if isinstance(sid, str) and not view.is_fresh(sid, event.position):
-                continue  # this process wrote it and already applied it (or newer)
-            try:
-                doc = read_event(event.data, signer)
-            except RejectedRecord as exc:
-                self._reject(exc)
-                continue
-            self._stats["events_applied"] += 1
-            self._apply_event(doc, event.position)
-        if events:
-            self._view.settle(events[-1].position)
-
-    def _apply_event(self, doc: Any, position: int) -> None:
-        sid: str = doc.service_id
-        now = self._clock.monotonic()
-        if doc.op == "register":
-            endpoint: ServiceEndpoint = doc.endpoint
-            previous = self._view.get(sid)
-            change = self._view.upsert(
-                endpoint,
-                doc.health,
-                owner=doc.owner,
-                position=position,
-                reason=doc.reason or "registered",
-            )
-            if change is None:
-                return
-            self._preserved.pop(sid, None)
-            mine = self._owned.get(sid)
-            if mine is not None and doc.owner != self.node_id:
-                self._owned.pop(sid, None)
-                _log.info("registration_taken_over", service_id=sid, owner=doc.owner)
-            if doc.writer != self.node_id:
-                machine = HealthState.from_health(doc.health, now)
-                self._machines[sid] = machine
-            if self._holds(sid):
-                changed = previous is None or previous.endpoint != endpoint
-                if changed or sid not in self._schedule:
-                    self._schedule.schedule(endpoint, delay=None if previous is None else 0.0)
-            self._after_change(change)
-        elif doc.op == "health":
-            change = self._view.set_health(doc.health, position=position, reason=doc.reason)
-            if change is None:
-                return
-            if doc.writer != self.node_id and sid in self._machines:
-                old = self._machines[sid]
-                fresh = HealthState.from_health(doc.health, now)
-                fresh.registered_at = old.registered_at
-                self._machines[sid] = fresh
-            self._after_change(change)
-        else:
-            reason = "ttl expired" if doc.op == "expire" else (doc.reason or "deregistered")
-            if self._view.get(sid) is None and sid not in self._owned:
-                return
-            if position and not self._view.is_fresh(sid, position):
-                return
-            mine = self._owned.get(sid)
-            if mine is not None and doc.writer != self.node_id:
-                if doc.op == "expire":
-                    self._unsynced.add(sid)
-                    self._renew_now.set()
-                    _log.warning("registration_expired_while_alive", service_id=sid)
-                    return
-                self._owned.pop(sid, None)
-                _log.warning("registration_removed_elsewhere", service_id=sid, reason=reason)
-            self._apply_removal(sid, position, reason, local=False)
-
-    async def _on_resync(self) -> None:
-        store = self._store
-        assert store is not None
-        position = await store.feed_position(FEED)
-        await self._resync(position)
-        self._renew_now.set()
-
-    async def _resync(self, position: int) -> None:
-        """Reload the whole registry. Instances missing from the reload are kept for a
-        short confirmation delay (their owners re-register after a registry reset, and
-        a reload from the fallback store during an outage is incomplete), then removed
-        if still absent (subject to self-preservation)."""
-        registry = self._registry
-        assert registry is not None
-        snapshot = await registry.snapshot()
-        self._stats["resyncs"] += 1
-        for rejected in snapshot.rejected:
-            self._reject(rejected)
-        entries = list(snapshot.entries)
-        present = {ep.service_id for ep, _, _ in entries}
-        confirm_at = self._clock.monotonic() + self._confirm_delay
-        kept = 0
-        for sid in [sid for sid in self._view if sid not in present]:
-            entry = self._view.get(sid)
-            assert entry is not None
-            entries.append((entry.endpoint, entry.health, entry.owner))
-            if sid in self._owned:
-                self._unsynced.add(sid)
-            else:
-                self._preserved.setdefault(sid, confirm_at)
-                kept += 1
-        changes = self._view.replace_all(entries, floor=position)
-        for change in changes:
-            if change.new is None:
-                self._forget(change.service_id)
-            self._after_change(change)
-        self._sync_schedule()
-        self._emit(
-            "resync",
-            detail={"services": len(self._view), "position": position, "unconfirmed": kept},
-        )
-
-    def _sync_schedule(self) -> None:
-        """Make the check schedule match the held shards and the view."""
-        for sid in self._schedule.scheduled():
-            if sid not in self._view or not self._holds(sid):
-                self._schedule.unschedule(sid)
-                if sid not in self._owned:
-                    self._machines.pop(sid, None)
-        for sid, entry in self._view.entries().items():
-            if sid not in self._schedule and self._holds(sid):
-                if sid not in self._machines:
-                    self._machines[sid] = HealthState.from_health(
-                        entry.health, self._clock.monotonic()
-                    )
-                self._schedule.schedule(entry.endpoint, delay=None)
-
-    # ---- health checks -----------------------------------------------------------------
-
-    def _probe_now(self, endpoint: ServiceEndpoint) -> None:
-        """The first check of a new registration, at once."""
-        if endpoint.service_id in self._schedule or self._holds(endpoint.service_id):
-            self._schedule.schedule(endpoint, delay=0.0)
-            return
-        task = asyncio.ensure_future(self._one_check(endpoint))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _one_check(self, endpoint: ServiceEndpoint) -> None:
-        try:
-            result = await self._probe(endpoint)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            result = ProbeResult(False, 0.0, f"probe crashed: {exc!r}")
-        try:
-            await self._on_result(endpoint, result)
-        except Exception as exc:
-            _log.exception("health_result_failed", service_id=endpoint.service_id, error=repr(exc))
-        if not self._holds(endpoint.service_id):
-            self._machines.pop(endpoint.service_id, None)
-
-    async def _on_result(self, endpoint: ServiceEndpoint, result: ProbeResult) -> None:
-        sid = endpoint.service_id
-        self._stats["health_checks"] += 1
-        if not result.ok:
-            self._stats["failed_health_checks"] += 1
-        entry = self._view.get(sid)
-        if entry is None or entry.endpoint != endpoint:
-            return
-        now, wall = self._clock.monotonic(), self._clock.time()
-        machine = self._machines.get(sid)
-        if machine is None:
-            machine = self._machines[sid] = HealthState.from_health(entry.health, now)
-        transition = machine.observe(
-            self._policy,
-            result.ok,
-            now=now,
-            wall=wall,
-            response_time_ms=result.response_time_ms,
-            error=result.error,
-        )
-        snapshot = machine.snapshot()
-        if transition is None:
-            if entry.health.status is snapshot.status:
-                self._view.set_health(snapshot)
-            return
-        await self._publish(snapshot, transition)
-
-    async def _publish(self, snapshot: ServiceHealth, transition: Transition) -> None:
-        registry = self._registry
-        assert registry is not None
-        sid = snapshot.service_id
-        position = 0
-        try:
-            position = await registry.publish_health(snapshot, reason=transition.reason)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._stats["store_errors"] += 1
-            _log.warning("health_publish_failed", service_id=sid, error=repr(exc))
-        level = _log.info if transition.new is ServiceStatus.HEALTHY else _log.warning
-        level(
-            "service_status_changed",
-            service_id=sid,
-            old=transition.old.value,
-            new=transition.new.value,
-            reason=transition.reason,
-        )
-        change = self._view.set_health(
-            snapshot, position=position, local=position > 0, reason=transition.reason
-        )
-        if change is not None:
-            self._after_change(change)
-
-    # ---- background loops --------------------------------------------------------------
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            gap = self._service_ttl / 3 * self._rng.uniform(0.8, 1.0)
-            await sleep_or_wake(self._clock, gap, self._renew_now)
-            self._renew_now.clear()
-            await self._renew()
-            raise_if_cancelling()
-
-    async def _renew(self) -> None:
-        """Renew owned registrations; re-register those the registry lost."""
-        registry = self._registry
-        if registry is None or not self._owned:
-            return
-        try:
-            lost = await registry.renew(list(self._owned.values()))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._stats["store_errors"] += 1
-            _log.warning("heartbeat_failed", owned=len(self._owned), error=repr(exc))
-            return
-        again = {o.endpoint.service_id: o for o in lost}
-        for sid in list(self._unsynced):
-            owned = self._owned.get(sid)
-            if owned is not None:
-                again[sid] = owned
-        if again:
-            await asyncio.gather(*(self._restore(sid, owned) for sid, owned in again.items()))
-
-    async def _restore(self, sid: str, owned: Owned) -> None:
-        """Register again what the registry lost (concurrent calls share commits)."""
-        registry = self._registry
-        assert registry is not None
-        if self._owned.get(sid) is not owned:
-            return
-        entry = self._view.get(sid)
-        health = entry.health if entry is not None else ServiceHealth(sid, ServiceStatus.STARTING)
-        try:
-            position = await registry.register(
-                Registration(
-                    owned.endpoint, owned.doc, health, reason="re-registered", write_health=True
-                )
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._stats["store_errors"] += 1
-            self._unsynced.add(sid)
-            _log.warning("re_registration_failed", service_id=sid, error=repr(exc))
-            return
-        self._unsynced.discard(sid)
-        self._stats["registrations_restored"] += 1
-        _log.info("registration_restored", service_id=sid)
-        self._emit("registration_restored", sid)
-        change = self._view.upsert(
-            owned.endpoint,
-            health,
-            owner=self.node_id,
-            position=position,
-            local=True,
-            reason="re-registered",
-        )
-        if change is not None:
-            self._after_change(change)
-
-    async def _maintenance_loop(self) -> None:
-        while True:
-            gap = self._maintenance_interval * self._rng.uniform(0.9, 1.1)
-            await self._clock.sleep(gap)
-            await self._maintain()
-            raise_if_cancelling()
-
-    async def _maintain(self) -> None:
-        """Leases, self-preservation, evictions (one pass; errors are logged)."""
-        try:
-            self.view_age()
-            await self._refresh_shards()
-            now = self._clock.monotonic()
-            self._note_preservation(self._preservation.update(now, len(self._view)))
-            await self._evict_unhealthy()
-            if now >= self._next_reap:
-                self._next_reap = now + max(
-                    self._maintenance_interval, min(self._service_ttl / 10, 30.0)
-                )
-                await self._reap()
-            await self._drop_preserved()
-        except asyncio.CancelledError:
-            raise
-        except StoreConfigurationError:
-            raise
-        except Exception as exc:
-            self._stats["store_errors"] += 1
-            _log.warning("maintenance_failed", error=repr(exc))
-
-    async def _refresh_shards(self) -> None:
-        shards = self._shards
-        assert shards is not None
-        gained, lost = await shards.refresh()
-        if gained or lost:
-            _log.info(
-                "check_shards_changed",
-                node=self.node_id,
-                held=len(shards.held),
-                gained=sorted(gained),
-                lost=sorted(lost),
-                nodes=shards.live_nodes,
-            )
-            self._sync_schedule()
-
-    async def _evict_unhealthy(self) -> None:
-        if self._policy.deregister_after is None:
-            return
-        registry = self._registry
-        assert registry is not None
-        now = self._clock.monotonic()
-        due = [
-            sid
-            for sid, machine in self._machines.items()
-            if machine.deregister_due(self._policy, now) and self._holds(sid)
-        ]
-        for sid in due:
-            if not self._preservation.evictions_allowed():
-                self._emit("evictions_paused", sid, detail={"reason": "unhealthy"})
-                return
-            entry = self._view.get(sid)
-            if entry is None:
-                self._machines.pop(sid, None)
-                continue
-            position = await registry.deregister(
-                sid, entry.endpoint.service_type, reason="unhealthy"
-            )
-            self._stats["deregistered_unhealthy"] += 1
-            self._owned.pop(sid, None)
-            _log.warning("service_deregistered_unhealthy", service_id=sid)
-            self._apply_removal(sid, position, "unhealthy", local=True)
-
-    async def _reap(self) -> None:
-        store, registry = self._store, self._registry
-        assert store is not None
-        assert registry is not None
-        if not await store.acquire_lease(
-            REAPER_LEASE, self.node_id, 3 * self._maintenance_interval
-        ):
-            return
-        gone, total = await registry.expired()
-        gone = [(sid, t) for sid, t in gone if sid not in self._owned]
-        if not gone:
-            return
-        now = self._clock.monotonic()
-        for sid, _ in gone:
-            self._note_preservation(self._preservation.record_loss(sid, now, total))
-        if not self._preservation.evictions_allowed():
-            self._emit("evictions_paused", detail={"reason": "expired", "count": len(gone)})
-            _log.warning("evictions_paused", expired=len(gone), registered=total)
-            return
-        removed = 0
-        for sid, service_type in gone:
-            try:
-                position = await registry.deregister(
-                    sid, service_type, op="expire", reason="ttl expired", only_if_absent=True
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                continue
-            removed += 1
-            self._apply_removal(sid, position, "ttl expired", local=True)
-        self._stats["expired_services"] += removed
-        if removed:
-            _log.info("expired_registrations_removed", count=removed)
-
-    async def _drop_preserved(self) -> None:
-        """Instances a reload did not contain: once their confirmation delay is over and
-        the registry answers, remove those still absent (unless self-preservation)."""
-        store, registry = self._store, self._registry
-        if not self._preserved or store is None or registry is None:
-            return
-        if not store.status().connected:
-            return
-        now = self._clock.monotonic()
-        due = [sid for sid, at in self._preserved.items() if at <= now]
-        if not due:
-            return
-        gone = [sid for sid in due if await registry.record_type(sid) is None]
-        for sid in due:
-            if sid not in gone:
-                self._preserved.pop(sid, None)
-        population = len(self._view)
-        for sid in gone:
-            self._note_preservation(self._preservation.record_loss(sid, now, population))
-        if not self._preservation.evictions_allowed():
-            if gone:
-                self._emit("evictions_paused", detail={"reason": "reload", "count": len(gone)})
-            return
-        for sid in gone:
-            self._apply_removal(sid, 0, "not in registry", local=False)
 
     def __repr__(self) -> str:
         return (

@@ -4,6 +4,7 @@ and signed records."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from backend_services.discovery.model import ServiceEndpoint, ServiceStatus, ServiceType
 from backend_services.discovery.preservation import PreservationPolicy
-from backend_services.errors import AuthorizationError
+from backend_services.errors import AuthorizationError, ValidationError
 from backend_services.infrastructure.service_discovery import DiscoveryEvent, ServiceDiscovery
 from backend_services.store.memory import MemoryStore
 from backend_services.testing import FakeClock
@@ -311,3 +312,46 @@ async def test_key_from_environment(
     await reader.initialize()
     assert "s1" not in reader.services
     assert reader.get_metrics()["rejected_records"] >= 1
+
+
+class CountingStore(MemoryStore):
+    """A real in-memory store that counts commits; each commit yields to the loop once,
+    as a network round trip would."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.commits = 0
+
+    async def commit(self, ops: Any) -> Any:
+        self.commits += 1
+        await asyncio.sleep(0)
+        return await super().commit(ops)
+
+
+async def test_concurrent_registrations_share_commits(clock: FakeClock) -> None:
+    """Registrations made concurrently are written together: fewer commits than
+    registrations, each with its own feed position, all visible elsewhere."""
+    store = CountingStore(clock)
+    a = ServiceDiscovery(store=store, clock=clock, probe=ScriptedProbe(), node_id="a")
+    b = ServiceDiscovery(store=store, clock=clock, probe=ScriptedProbe(), node_id="b")
+    await a.initialize()
+    await b.initialize()
+    try:
+        before = store.commits
+        assert await a.register_services([_ep(f"s{i}") for i in range(50)]) == [True] * 50
+        assert store.commits - before < 10
+        await clock.advance(0)
+        assert len(b.services) == 50
+        assert len(await store.members("sd:idx:dtesn_membrane")) == 50
+    finally:
+        await a.shutdown()
+        await b.shutdown()
+
+
+async def test_bulk_registration_validates_everything_first(clock: FakeClock, make: Make) -> None:
+    """One bad entry in a bulk registration registers nothing."""
+    a = make("a")
+    await a.initialize()
+    with pytest.raises(ValidationError, match=r"endpoints\[1\]"):
+        await a.register_services([_ep("ok"), "not an endpoint"])  # type: ignore[list-item]
+    assert len(a.services) == 0
