@@ -177,20 +177,25 @@ async def measure(loops: dict[str, Loop], n: int, rounds: int) -> dict[str, floa
     samples: dict[str, list[float]] = {name: [] for name in names}
     for loop in [bare, *loops.values()]:
         await loop(n // 10)  # warm up
-    for r in range(rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
-            gc.collect()
-            gc.disable()
-            try:
-                t0 = time.perf_counter()
-                await bare(n)
-                t1 = time.perf_counter()
-                await loops[name](n)
-                t2 = time.perf_counter()
-            finally:
-                gc.enable()
-            samples[name].append(((t2 - t1) - (t1 - t0)) / n * 1e6)
+    gc.collect()
+    gc.freeze()  # collections below only look at what the runs themselves allocate
+    try:
+        for r in range(rounds):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            for name in order:
+                gc.disable()
+                try:
+                    t0 = time.perf_counter()
+                    await bare(n)
+                    t1 = time.perf_counter()
+                    await loops[name](n)
+                    t2 = time.perf_counter()
+                finally:
+                    gc.enable()
+                samples[name].append(((t2 - t1) - (t1 - t0)) / n * 1e6)
+            gc.collect()  # once per round, outside the timed pairs
+    finally:
+        gc.unfreeze()
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

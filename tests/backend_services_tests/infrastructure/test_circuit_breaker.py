@@ -570,6 +570,32 @@ class TestContextManager:
             pass
         assert cb._ctx_slow_n == 0
 
+    @pytest.mark.parametrize("request_timeout", [None, 30.0])
+    async def test_system_clock_breaker(self, request_timeout: float | None) -> None:
+        """On the system clock (its own `async with` fast path) entries nest, overlap,
+        count once each and are rejected while open."""
+        cb = CircuitBreaker("sysclock", cfg(request_timeout=request_timeout), None)
+        assert isinstance(cb, CircuitBreaker)
+        gate = asyncio.Event()
+
+        async def body() -> None:
+            async with cb, cb:  # nested entries of one breaker
+                await gate.wait()
+
+        tasks = [asyncio.create_task(body()) for _ in range(10)]
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(*tasks)
+        with pytest.raises(RuntimeError):
+            async with cb:
+                raise RuntimeError
+        assert (cb.metrics.successful_calls, cb.metrics.failed_calls) == (20, 1)
+        await cb.open_for(60)
+        with pytest.raises(CircuitBreakerException):
+            async with cb:
+                pytest.fail("body must not run")
+        assert cb.metrics.rejected_calls == 1
+
     async def test_trial_via_context_manager(
         self, make: Callable[..., CircuitBreaker], clock: FakeClock
     ) -> None:
