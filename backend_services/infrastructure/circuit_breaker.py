@@ -39,6 +39,7 @@ import inspect
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -89,6 +90,7 @@ _TRANSITION: Final = EventKind.STATE_TRANSITION
 _isawaitable: Final = inspect.isawaitable
 _NO_EXPIRED: Final[dict[asyncio.Task[object], tuple[float, int]]] = {}
 _new_exception: Final = CircuitBreakerException.__new__
+_get_ident: Final = threading.get_ident
 
 PROCESS_ID: str = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 """How this process names itself to the fleet (host, pid, random suffix)."""
@@ -144,6 +146,7 @@ class CircuitBreaker(BreakerCore):
         "_redis_url",
         "_rt",
         "_store",
+        "_thread",
         "fallback_function",
     )
 
@@ -177,6 +180,7 @@ class CircuitBreaker(BreakerCore):
         self._store = store
         self.fallback_function = fallback_function
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0  # the thread whose loop the breaker is bound to
         self._inflight: dict[asyncio.Task[object], float] = {}
         self._expired = _NO_EXPIRED
         self._ctx_slow: dict[asyncio.Task[object], list[tuple[int, float, bool]]] | None = None
@@ -279,6 +283,7 @@ class CircuitBreaker(BreakerCore):
     def _bind(self) -> asyncio.Task[object] | None:
         """Bind to the running loop (its task table and request-timeout watchdog)."""
         loop = asyncio.get_running_loop()
+        self._thread = _get_ident()
         if loop is not self._loop:
             self._loop = loop
             rt = self._rt
@@ -289,11 +294,19 @@ class CircuitBreaker(BreakerCore):
             else:
                 self._inflight = {}
                 self._expired = _NO_EXPIRED
-            self._ctx_slow = None
-            self._ctx_slow_n = 0
-            self._ctx_t0 = None
+            if self._ctx_slow:  # entries of tasks that ended with their loop
+                for task in [t for t in self._ctx_slow if t.done()]:
+                    self._ctx_slow_n -= len(self._ctx_slow.pop(task))
             self._update_fast()
         return current_task_of(loop)
+
+    def _task_here(self) -> asyncio.Task[object] | None:
+        """The running task, the breaker bound to its loop (rebinding if needed)."""
+        if self._thread == _get_ident():
+            task = current_task_of(self._loop)
+            if task is not None:
+                return task
+        return self._bind()
 
     # --- reading ---------------------------------------------------------------------
 
@@ -641,9 +654,7 @@ class CircuitBreaker(BreakerCore):
         kwargs: Mapping[str, Any],
         fallback: Callable[..., Any] | None,
     ) -> Any:
-        task = current_task_of(self._loop)
-        if task is None:
-            task = self._bind()
+        task = self._task_here()
         if self._auto_connect:
             self._start_auto_connect()
         now = self._mono()
@@ -707,7 +718,8 @@ class CircuitBreaker(BreakerCore):
                 if t1 - t0 >= self._slow_thr or t1 >= self._roll_at:
                     self._success_attention(result, t1, t1 - t0)
                 return result
-            task = current_task_of(self._loop)
+            # the task, if this thread runs the loop the breaker is bound to
+            task = current_task_of(self._loop) if self._thread == _get_ident() else None
             if task is not None:
                 t0 = mono()
                 inflight = self._inflight
@@ -751,7 +763,7 @@ class CircuitBreaker(BreakerCore):
                 return self._entered or self._make_entered()
         elif self._fast:
             if not self._ctx_slow_n and self._rt is not None:
-                task = current_task_of(self._loop)
+                task = current_task_of(self._loop) if self._thread == _get_ident() else None
                 if task is not None:
                     t0 = self._mono()
                     if self._inflight.setdefault(task, t0) is t0:
@@ -777,7 +789,7 @@ class CircuitBreaker(BreakerCore):
                 if t1 - t0 >= self._slow_thr or t1 >= self._roll_at:
                     self._success_attention(None, t1, t1 - t0)
                 return _DONE
-            if self._rt is not None:
+            if self._rt is not None and self._thread == _get_ident():
                 t0 = self._inflight.pop(current_task_of(self._loop), None)  # type: ignore[arg-type]
                 if t0 is not None:
                     t1 = self._mono()
@@ -795,9 +807,7 @@ class CircuitBreaker(BreakerCore):
         """Entering ``async with`` off the fast path. Entries that do not fit the fast
         path's single slot (or the task's watchdog registration) go on a per-task stack;
         while any is open, every exit checks the stack first (entries nest per task)."""
-        task = current_task_of(self._loop)
-        if task is None:
-            task = self._bind()
+        task = self._task_here()
         if task is None:
             raise LifecycleError("async with circuit_breaker: must run inside an asyncio task")
         if self._auto_connect:
@@ -825,7 +835,7 @@ class CircuitBreaker(BreakerCore):
         return self
 
     async def _exit_slow(self, exc: BaseException | None) -> None:
-        task = current_task_of(self._loop)
+        task = self._task_here()
         stack = self._ctx_slow.get(task) if self._ctx_slow and task is not None else None
         if stack:
             token, t0, registered = stack.pop()
@@ -888,7 +898,7 @@ class CircuitBreaker(BreakerCore):
         t1 = self._mono()
         if expired or isinstance(exc, _CANCELLED):
             if task is None:
-                task = current_task_of(self._loop)
+                task = self._task_here()
             ours = self._settle_timeout(task, t0) if registered or expired else None
             if ours is not None:  # our watchdog fired for this entry
                 err = self._timeout_error()
@@ -1001,7 +1011,7 @@ class _SystemClockCircuitBreaker(CircuitBreaker):
                 self._ctx_t0 = _monotonic()
                 return self._entered or self._make_entered()
         elif self._fast and self._rt is not None and not self._ctx_slow_n:
-            task = current_task_of(self._loop)
+            task = current_task_of(self._loop) if self._thread == _get_ident() else None
             if task is not None:
                 t0 = _monotonic()
                 if self._inflight.setdefault(task, t0) is t0:
@@ -1018,7 +1028,7 @@ class _SystemClockCircuitBreaker(CircuitBreaker):
             t0 = self._ctx_t0
             if t0 is not None:
                 self._ctx_t0 = None
-            elif self._rt is not None:
+            elif self._rt is not None and self._thread == _get_ident():
                 t0 = self._inflight.pop(current_task_of(self._loop), None)  # type: ignore[arg-type]
                 if t0 is None:
                     return CircuitBreaker.__aexit__(self, exc_type, exc, tb)
@@ -1100,10 +1110,12 @@ def _async_wrapper_timed(
     failed = b._failed
     guarded = b._guarded
     attention = b._success_attention
+    get_ident = _get_ident
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         if b._fast:
-            task = current_task_of(b._loop)
+            # the task, if this thread runs the loop the breaker is bound to
+            task = current_task_of(b._loop) if b._thread == get_ident() else None
             if task is not None:
                 t0 = mono()
                 inflight = b._inflight
