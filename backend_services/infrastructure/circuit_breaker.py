@@ -122,6 +122,11 @@ class CircuitBreaker(BreakerCore):
     The breaker works at once, in memory; :meth:`initialize` connects it to the shared
     state (a breaker used without it connects itself in the background on first use).
     ``rng`` draws the open-duration jitter.
+
+    Counters are not locked (no lock on the call path): a breaker is meant for the
+    event loop of one thread at a time. Used from several threads at once it stays
+    safe (request timeouts only ever cancel tasks of the calling thread's loop) but a
+    count may occasionally be lost.
     """
 
     __slots__ = (
