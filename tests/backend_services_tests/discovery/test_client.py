@@ -13,7 +13,11 @@ import pytest
 from backend_services.client import ServiceClient
 from backend_services.discovery.model import ServiceEndpoint, ServiceType
 from backend_services.discovery.outliers import OutlierPolicy
-from backend_services.errors import CircuitBreakerException, ServiceUnavailableError
+from backend_services.errors import (
+    CircuitBreakerException,
+    ServiceUnavailableError,
+    ValidationError,
+)
 from backend_services.infrastructure.circuit_breaker import CircuitBreakerConfig
 from backend_services.infrastructure.service_discovery import ServiceDiscovery
 from backend_services.retry_budget import RetryBudget
@@ -334,3 +338,29 @@ class _Refusing:
 
 def _no_breaker(endpoint: ServiceEndpoint) -> _Pass:
     return _Pass()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"timeout": 0}, "timeout"),
+        ({"attempt_timeout": -1}, "attempt_timeout"),
+        ({"panic_threshold": 2}, "panic_threshold"),
+        ({"balancer": "fastest"}, "balancer"),
+    ],
+)
+def test_client_settings_are_validated(kwargs: dict[str, Any], field: str) -> None:
+    """Nonsense client settings raise ValidationError naming the field."""
+    discovery = ServiceDiscovery(redis_url=None)
+    with pytest.raises(ValidationError) as info:
+        ServiceClient(discovery, T, **kwargs)
+    assert info.value.field == field
+
+
+def test_service_type_by_value() -> None:
+    """The service type may be given by its value; an unknown one is an error."""
+    discovery = ServiceDiscovery(redis_url=None)
+    assert ServiceClient(discovery, "dtesn_membrane").service_type is T
+    with pytest.raises(ValidationError, match="service_type"):
+        ServiceClient(discovery, "nope")

@@ -355,3 +355,72 @@ async def test_bulk_registration_validates_everything_first(clock: FakeClock, ma
     with pytest.raises(ValidationError, match=r"endpoints\[1\]"):
         await a.register_services([_ep("ok"), "not an endpoint"])  # type: ignore[list-item]
     assert len(a.services) == 0
+
+
+async def test_mass_failure_pauses_deregistration(clock: FakeClock, make: Make) -> None:
+    """When most instances fail their checks at once (the checker lost its network),
+    they are marked unhealthy but not deregistered, and an event says why."""
+    d = make(
+        "d",
+        max_consecutive_failures=1,
+        deregister_after=20.0,
+        preservation_policy=PreservationPolicy(threshold=0.5, window=600),
+    )
+    await d.initialize()
+    events: list[DiscoveryEvent] = []
+    d.add_listener(events.append)
+    for i in range(6):
+        await d.register_service(_ep(f"s{i}"))
+    await clock.advance(1)
+    for i in range(6):
+        _probe(d).set(f"s{i}", False)
+    await clock.advance(60)
+    assert d.get_metrics()["healthy_services"] == 0
+    assert len(d.services) == 6
+    assert d.get_metrics()["deregistered_unhealthy"] == 0
+    kinds = [e.kind for e in events]
+    assert "self_preservation_started" in kinds
+    assert "evictions_paused" in kinds
+
+
+async def test_single_failure_is_still_deregistered(clock: FakeClock, make: Make) -> None:
+    """One instance of many failing is an ordinary eviction, not self-preservation."""
+    d = make("d", max_consecutive_failures=1, deregister_after=20.0)
+    await d.initialize()
+    for i in range(6):
+        await d.register_service(_ep(f"s{i}"))
+    await clock.advance(1)
+    _probe(d).set("s0", False)
+    await clock.advance(60)
+    assert "s0" not in d.services
+    assert len(d.services) == 5
+    assert not d.self_preservation
+
+
+async def test_ejection_triggers_an_active_check(clock: FakeClock, make: Make) -> None:
+    """Failed real calls eject an endpoint and move its next health check to now."""
+    d = make("d", health_check_interval=300.0)
+    await d.initialize()
+    for i in range(3):
+        await d.register_service(_ep(f"s{i}"))
+    await clock.advance(1)
+    probe = _probe(d)
+    before = probe.count("s0")
+    endpoint = d.services["s0"]
+    for _ in range(d._outlier_policy.consecutive_failures):
+        d.report_outcome(endpoint, False, 0.01)
+    assert d.is_ejected("s0")
+    usable, everything = d.usable_endpoints(M)
+    assert "s0" not in {e.service_id for e in usable}
+    assert len(everything) == 3
+    await clock.advance(0)
+    assert probe.count("s0") == before + 1
+
+
+async def test_view_age_is_zero_while_current(clock: FakeClock, make: Make) -> None:
+    """With the store answering and the feed followed, the view's age is 0."""
+    d = make("d")
+    await d.initialize()
+    await clock.advance(1)
+    assert d.view_age() == 0.0
+    assert d.get_metrics()["view_age_seconds"] == 0.0
