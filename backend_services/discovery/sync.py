@@ -10,13 +10,11 @@ incomplete. Those still absent afterwards are removed (see ``Upkeep``).
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..log import get_logger
 from ..store.protocol import FeedEvent
 from .health import HealthState
-from .model import ServiceEndpoint
-from .records import FEED, RejectedRecord, read_event
+from .model import ServiceEndpoint, ServiceHealth
+from .records import FEED, EventDoc, RejectedRecord, read_event
 from .state import DiscoveryState
 
 __all__ = ["FeedSync"]
@@ -43,60 +41,69 @@ class FeedSync(DiscoveryState):
         if events:
             self._view.settle(events[-1].position)
 
-    def _apply_event(self, doc: Any, position: int) -> None:
-        sid: str = doc.service_id
-        now = self._clock.monotonic()
+    def _apply_event(self, doc: EventDoc, position: int) -> None:
         if doc.op == "register":
-            endpoint: ServiceEndpoint = doc.endpoint
-            previous = self._view.get(sid)
-            change = self._view.upsert(
-                endpoint,
-                doc.health,
-                owner=doc.owner,
-                position=position,
-                reason=doc.reason or "registered",
-            )
-            if change is None:
-                return
-            self._preserved.pop(sid, None)
-            mine = self._owned.get(sid)
-            if mine is not None and doc.owner != self.node_id:
-                self._owned.pop(sid, None)
-                _log.info("registration_taken_over", service_id=sid, owner=doc.owner)
-            if doc.writer != self.node_id:
-                machine = HealthState.from_health(doc.health, now)
-                self._machines[sid] = machine
-            if self._holds(sid):
-                changed = previous is None or previous.endpoint != endpoint
-                if changed or sid not in self._schedule:
-                    self._schedule.schedule(endpoint, delay=None if previous is None else 0.0)
-            self._after_change(change)
+            assert doc.endpoint is not None
+            assert doc.health is not None
+            self._apply_register(doc, doc.endpoint, doc.health, position)
         elif doc.op == "health":
-            change = self._view.set_health(doc.health, position=position, reason=doc.reason)
-            if change is None:
-                return
-            if doc.writer != self.node_id and sid in self._machines:
-                old = self._machines[sid]
-                fresh = HealthState.from_health(doc.health, now)
-                fresh.registered_at = old.registered_at
-                self._machines[sid] = fresh
-            self._after_change(change)
+            assert doc.health is not None
+            self._apply_health(doc, doc.health, position)
         else:
-            reason = "ttl expired" if doc.op == "expire" else (doc.reason or "deregistered")
-            if self._view.get(sid) is None and sid not in self._owned:
+            self._apply_gone(doc, position)
+
+    def _apply_register(
+        self, doc: EventDoc, endpoint: ServiceEndpoint, health: ServiceHealth, position: int
+    ) -> None:
+        sid = doc.service_id
+        previous = self._view.get(sid)
+        change = self._view.upsert(
+            endpoint, health, owner=doc.owner, position=position, reason=doc.reason or "registered"
+        )
+        if change is None:
+            return
+        self._preserved.pop(sid, None)
+        if sid in self._owned and doc.owner != self.node_id:
+            self._owned.pop(sid, None)
+            _log.info("registration_taken_over", service_id=sid, owner=doc.owner)
+        if doc.writer != self.node_id:
+            self._machines[sid] = HealthState.from_health(health, self._clock.monotonic())
+        if self._holds(sid):
+            moved = previous is None or previous.endpoint != endpoint
+            if moved or sid not in self._schedule:
+                self._schedule.schedule(endpoint, delay=None if previous is None else 0.0)
+        self._after_change(change)
+
+    def _apply_health(self, doc: EventDoc, health: ServiceHealth, position: int) -> None:
+        sid = doc.service_id
+        change = self._view.set_health(health, position=position, reason=doc.reason)
+        if change is None:
+            return
+        old = self._machines.get(sid)
+        if doc.writer != self.node_id and old is not None:
+            # another process checked it: continue from what it found
+            fresh = HealthState.from_health(health, self._clock.monotonic())
+            fresh.registered_at = old.registered_at
+            self._machines[sid] = fresh
+        self._after_change(change)
+
+    def _apply_gone(self, doc: EventDoc, position: int) -> None:
+        sid = doc.service_id
+        reason = "ttl expired" if doc.op == "expire" else (doc.reason or "deregistered")
+        if self._view.get(sid) is None and sid not in self._owned:
+            return
+        if position and not self._view.is_fresh(sid, position):
+            return
+        if sid in self._owned and doc.writer != self.node_id:
+            if doc.op == "expire":
+                # the registry expired it while this process is alive: register it again
+                self._unsynced.add(sid)
+                self._renew_now.set()
+                _log.warning("registration_expired_while_alive", service_id=sid)
                 return
-            if position and not self._view.is_fresh(sid, position):
-                return
-            mine = self._owned.get(sid)
-            if mine is not None and doc.writer != self.node_id:
-                if doc.op == "expire":
-                    self._unsynced.add(sid)
-                    self._renew_now.set()
-                    _log.warning("registration_expired_while_alive", service_id=sid)
-                    return
-                self._owned.pop(sid, None)
-                _log.warning("registration_removed_elsewhere", service_id=sid, reason=reason)
-            self._apply_removal(sid, position, reason, local=False)
+            self._owned.pop(sid, None)
+            _log.warning("registration_removed_elsewhere", service_id=sid, reason=reason)
+        self._apply_removal(sid, position, reason, local=False)
 
     async def _on_resync(self) -> None:
         store = self._store

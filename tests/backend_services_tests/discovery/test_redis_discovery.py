@@ -19,6 +19,8 @@ from backend_services.client import ServiceClient
 from backend_services.discovery.model import ServiceEndpoint, ServiceStatus, ServiceType
 from backend_services.errors import StoreConfigurationError
 from backend_services.infrastructure.service_discovery import ServiceDiscovery
+from backend_services.store.factory import open_store
+from backend_services.store.protocol import Append, Put, SetAdd
 from backend_services.testing import RedisServer
 
 from .servers import FlakyServer
@@ -225,19 +227,67 @@ async def test_wrong_password_is_a_configuration_error(
         await discovery.shutdown()
 
 
-async def test_acl_user_limited_to_the_namespace_works(
+async def test_acl_users_and_signed_records(
     redis_server_factory: Callable[..., RedisServer],
 ) -> None:
-    """Discovery runs under a Redis ACL user restricted to its own keys (the pairing the
-    docs recommend alongside signed records)."""
+    """The documented pairing: discovery runs as an ACL user confined to the namespace;
+    another user who may write there (another component) still cannot inject a
+    registration, because it cannot sign one."""
+    rule = (
+        "on >{pw} ~{{dtesn}}:* &* -@all +@read +@write +@stream +@scripting"
+        " +@connection +@transaction +info +time"
+    )
     server = redis_server_factory(
         acl_users=[
             "default off",
-            "registry on >pw ~dtesn:* ~{dtesn}:* &* +@all -@dangerous +info",
+            "registry " + rule.format(pw="pw1"),
+            "other " + rule.format(pw="pw2"),
         ]
     )
     async with ServiceDiscovery(
-        redis_url=server.url_for("registry", "pw"), health_check_interval=30.0
+        redis_url=server.url_for("registry", "pw1"),
+        health_check_interval=30.0,
+        registration_key="registration-secret",
     ) as discovery:
         await discovery.register_service(ServiceEndpoint("acl", C, "127.0.0.1", 9))
         assert discovery.get_metrics()["store_connected"] is True
+        raw = redis.Redis.from_url(server.url_for("registry", "pw1"))
+        try:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                raw.get("outside-the-namespace")
+        finally:
+            raw.close()
+        intruder = open_store(server.url_for("other", "pw2"))
+        await intruder.initialize()
+        try:
+            forged = {
+                "kind": "registration",
+                "endpoint": {
+                    "service_id": "evil",
+                    "service_type": C.value,
+                    "host": "203.0.113.9",
+                    "port": 80,
+                },
+                "owner": "intruder",
+            }
+            await intruder.commit(
+                [
+                    Put("sd:svc:evil", forged),
+                    SetAdd("sd:idx:cognitive_service", ("evil",)),
+                    Append(
+                        "sd:events",
+                        {
+                            "kind": "event",
+                            "op": "register",
+                            "id": "evil",
+                            "registration": forged,
+                            "health": {},
+                        },
+                    ),
+                ]
+            )
+        finally:
+            await intruder.close()
+        await wait_for(lambda: discovery.get_metrics()["rejected_records"] >= 1)
+        assert "evil" not in discovery.services
+        assert set(discovery.services) == {"acl"}
