@@ -40,6 +40,23 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         help="requests per second sent through the request path (default: 60)",
     )
     parser.add_argument(
+        "--dashboard",
+        type=int,
+        nargs="?",
+        const=0,
+        default=None,
+        metavar="PORT",
+        help="also serve the live dashboard (read-only) on 127.0.0.1:PORT (any free port "
+        "when PORT is left out) to watch the failures and the recovery",
+    )
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --dashboard: keep it up this long after the scenario (default 0)",
+    )
+    parser.add_argument(
         "--plain",
         action="store_true",
         help="plain text output even on a terminal (no live status line, no colours)",

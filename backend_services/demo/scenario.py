@@ -38,6 +38,8 @@ from ..infrastructure.service_discovery import (
     ServiceType,
 )
 from ..retry_budget import RetryBudget
+from ..store.memory import MemoryStore
+from ..store.protocol import Store
 from .constants import KIND, LEVEL_ORDER, LEVELS, SEED, SERVICE_NAME
 from .fleet import Fleet
 from .phases import PHASES
@@ -78,8 +80,13 @@ class Scenario:
         membranes: int = 3,
         rate: float = 60.0,
         view: ProgressView | None = None,
+        dashboard: int | None = None,
     ) -> None:
         self.redis_url = redis_url
+        self.dashboard = dashboard
+        self.dashboard_url: str | None = None
+        self.linger = 0.0
+        self.store: Store | None = None
         self.ids = [f"dtesn-{KIND}-{i}" for i in range(1, membranes + 1)]
         self.rate = rate
         self.view = view or ProgressView()
@@ -144,9 +151,7 @@ class Scenario:
     # --- set-up -----------------------------------------------------------------------
 
     def _new_breaker(self, mid: str) -> CircuitBreaker:
-        breaker = CircuitBreaker(
-            f"membrane:{mid}", config=self.breaker_config, redis_url=self.redis_url
-        )
+        breaker = CircuitBreaker(f"membrane:{mid}", config=self.breaker_config, **self._shared())
         breaker.add_listener(self._on_breaker_event, "state_transition")
         self.breakers[mid] = breaker
         self.breaker_state[mid] = str(breaker.state.value)
@@ -169,8 +174,14 @@ class Scenario:
         self.note("breaker", mid, f"breaker {state}{why}", style)
 
     async def setup(self, stack: contextlib.AsyncExitStack) -> None:
+        if self.dashboard is not None and not self.redis_url:
+            # one in-memory store shared by the coordinator's components, so the
+            # dashboard can show them
+            self.store = MemoryStore()
+            await self.store.initialize()
+            stack.push_async_callback(self.store.close)
         self.discovery = ServiceDiscovery(
-            redis_url=self.redis_url,
+            **self._shared(),
             health_check_interval=0.5,
             health_check_timeout=0.5,
             max_consecutive_failures=2,
@@ -181,9 +192,7 @@ class Scenario:
         self.discovery.add_service_down_callback(self._on_down)
         self.discovery.add_listener(self._on_discovery_event)
 
-        self.config = ConfigurationManager(
-            SERVICE_NAME, redis_url=self.redis_url, last_known_good=None
-        )
+        self.config = ConfigurationManager(SERVICE_NAME, **self._shared(), last_known_good=None)
         await self.config.initialize()
         stack.push_async_callback(self.config.shutdown)
         await self.config.bulk_update(
@@ -196,7 +205,7 @@ class Scenario:
 
         for mid in self.ids:
             breaker = self._new_breaker(mid)
-            if self.redis_url:
+            if self.redis_url or self.store is not None:
                 await breaker.initialize()
                 await breaker.reset()
                 stack.push_async_callback(breaker.close)
@@ -215,6 +224,30 @@ class Scenario:
         stack.push_async_callback(self.client.close)
         stack.push_async_callback(self.fleet.stop_all)
         self.traffic = Traffic(self.client, self.rec, rate=self.rate, now=self.t)
+        if self.dashboard is not None:
+            await self._start_dashboard(stack)
+
+    def _shared(self) -> dict[str, Any]:
+        """Where the coordinator's components keep shared state."""
+        if self.redis_url:
+            return {"redis_url": self.redis_url}
+        if self.store is not None:
+            return {"store": self.store}
+        return {"redis_url": None}
+
+    async def _start_dashboard(self, stack: contextlib.AsyncExitStack) -> None:
+        from ..control.operations import FleetOperations
+        from ..control.server import ControlServer
+
+        ops = FleetOperations(self.redis_url, store=self.store, config_service=SERVICE_NAME)
+        await ops.initialize()
+        stack.push_async_callback(ops.close)
+        server = ControlServer(ops, watch_interval=0.5)
+        base = await server.start("127.0.0.1", self.dashboard or 0)
+        stack.push_async_callback(server.close)
+        self.dashboard_url = base + "/"
+        where = "" if self.redis_url else " (degradation levels live in the membranes: --redis)"
+        self.view.line(f"  live dashboard: {self.dashboard_url}{where}")
 
     # --- callbacks and watching ---------------------------------------------------------
 
@@ -332,6 +365,9 @@ class Scenario:
             try:
                 for phase in PHASES:
                     await phase(self)
+                if self.dashboard_url and self.linger > 0:
+                    self.say(f"dashboard stays up for {self.linger:g} s: {self.dashboard_url}")
+                    await asyncio.sleep(self.linger)  # a person is watching
             finally:
                 if self.traffic is not None:
                     await self.traffic.stop()
@@ -394,7 +430,14 @@ async def run_demo(ns: argparse.Namespace, *, colour: bool | None = None) -> int
             return 2
         redis_url = server.url
     try:
-        scenario = Scenario(redis_url=redis_url, membranes=ns.membranes, rate=ns.rate, view=view)
+        scenario = Scenario(
+            redis_url=redis_url,
+            membranes=ns.membranes,
+            rate=ns.rate,
+            view=view,
+            dashboard=ns.dashboard,
+        )
+        scenario.linger = ns.linger
         passed = await scenario.run()
         if ns.summary_json:
             text = json.dumps(scenario.summary_dict(), indent=2, default=str)

@@ -8,12 +8,14 @@ share state through a real Redis-compatible server, as in production.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
 
+from backend_services.demo import phases
 from backend_services.demo.phases import stepwise
 from backend_services.demo.scenario import Scenario
 from backend_services.demo.summary import measure
@@ -168,3 +170,26 @@ class TestMembranesOnRedis:
                 await p.kill()
             await config.shutdown()
             await discovery.shutdown()
+
+
+class TestDemoDashboard:
+    async def test_dashboard_shows_the_coordinators_view_in_memory(
+        self, http: aiohttp.ClientSession
+    ) -> None:
+        """With --dashboard the in-memory demo serves the control API over its own state."""
+        scenario = Scenario(
+            redis_url=None, membranes=3, view=ProgressView(io.StringIO()), dashboard=0
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            await scenario.setup(stack)
+            await phases.phase_start(scenario)
+            assert scenario.dashboard_url is not None
+            api = scenario.dashboard_url + "api/v1"
+            async with http.get(f"{api}/services") as resp:
+                services = await resp.json()
+            assert {s["service_id"] for s in services} == set(scenario.ids)
+            await scenario.config.set_config("membrane_depth", 3)  # type: ignore[union-attr]
+            async with http.get(f"{api}/config") as resp:
+                assert (await resp.json())["values"]["membrane_depth"] == 3
+            async with http.get(scenario.dashboard_url) as resp:
+                assert resp.status == 200
