@@ -754,10 +754,10 @@ class CircuitBreaker(BreakerCore):
         else:
             now = self._mono()
             if now < self._reject_until:  # open and not yet due: reject without asking
-                rejected = self._reject_now(now)
-                if self.fallback_function is None:
-                    raise rejected
-                return await run_fallback(self.fallback_function, rejected, args, kwargs)
+                fallback = self.fallback_function
+                if fallback is None:  # raised unbound: no frame -> exception cycle
+                    raise self._reject_now(now)
+                return await run_fallback(fallback, self._reject_now(now), args, kwargs)
         return await self._guarded(func, args, kwargs, self.fallback_function)
 
     def __aenter__(self) -> Awaitable[CircuitBreaker]:
@@ -1143,10 +1143,9 @@ def _async_wrapper_timed(
         else:
             now = mono()
             if now < b._reject_until:  # open and not yet due: reject without asking
-                rejected = b._reject_now(now)
-                if fallback is None:
-                    raise rejected
-                return await run_fallback(fallback, rejected, args, kwargs)
+                if fallback is None:  # raised unbound: no frame -> exception cycle
+                    raise b._reject_now(now)
+                return await run_fallback(fallback, b._reject_now(now), args, kwargs)
         return await guarded(func, args, kwargs, fallback)
 
     return wrapper
@@ -1175,10 +1174,9 @@ def _async_wrapper(
             return result
         now = mono()
         if now < b._reject_until:  # open and not yet due: reject without asking
-            rejected = b._reject_now(now)
-            if fallback is None:
-                raise rejected
-            return await run_fallback(fallback, rejected, args, kwargs)
+            if fallback is None:  # raised unbound: no frame -> exception cycle
+                raise b._reject_now(now)
+            return await run_fallback(fallback, b._reject_now(now), args, kwargs)
         return await guarded(func, args, kwargs, fallback)
 
     return wrapper
@@ -1216,10 +1214,9 @@ def _sync_wrapper(
             return result
         now = mono()
         if now < b._reject_until:  # open and not yet due: reject without asking
-            rejected = b._reject_now(now)
-            if fallback is None:
-                raise rejected
-            return run_fallback_sync(fallback, rejected, args, kwargs)
+            if fallback is None:  # raised unbound: no frame -> exception cycle
+                raise b._reject_now(now)
+            return run_fallback_sync(fallback, b._reject_now(now), args, kwargs)
         return guarded(func, args, kwargs, fallback)
 
     return wrapper
