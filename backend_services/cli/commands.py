@@ -88,6 +88,9 @@ def _membrane(sub: Any, common: Common) -> None:
         "Prints one JSON 'ready' line with the bound port, then serves until SIGTERM/SIGINT.",
     )
     add_membrane_arguments(serve)
+    for action in serve._actions:  # keep a --redis-url given before the command
+        if action.dest == "redis_url":
+            action.default = argparse.SUPPRESS
     common(serve, redis=False)
     serve.set_defaults(handler=_serve_membrane)
 

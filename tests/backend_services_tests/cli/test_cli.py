@@ -98,6 +98,18 @@ class TestConventions:
         assert code == 0
         assert json.loads(out)["service"] == "dtesn-service"
 
+    def test_redis_url_before_or_after_the_command(self):
+        """--redis-url works before the command and, for membrane serve, as --redis after."""
+        from backend_services.cli import build_parser
+
+        parser = build_parser()
+        before = parser.parse_args(["--redis-url", "redis://a:1/0", "membrane", "serve"])
+        after = parser.parse_args(["membrane", "serve", "--redis", "redis://b:1/0"])
+        listed = parser.parse_args(["services", "list", "--redis-url", "redis://c:1/0"])
+        assert before.redis_url == "redis://a:1/0"
+        assert after.redis_url == "redis://b:1/0"
+        assert listed.redis_url == "redis://c:1/0"
+
     def test_colours_only_on_a_terminal(self):
         """State words are coloured on a terminal, plain otherwise and with --json."""
 
