@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .clock import Clock, resolve_clock
 from .errors import ValidationError
 from .log import get_logger
 
-__all__ = ["Backoff", "Supervisor"]
+__all__ = ["Backoff", "Supervisor", "cancel_and_wait"]
 
 _log = get_logger("tasks")
 
@@ -175,12 +176,29 @@ class Supervisor:
         """
         self._closed = True
         current = asyncio.current_task()
-        tasks = [t for t in self._tasks.values() if not t.done() and t is not current]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait([t for t in self._tasks.values() if t is not current])
         own = current is not None and current in self._tasks.values()
         self._tasks.clear()
         if own and current is not None:
             current.cancel()
+
+
+async def cancel_and_wait(
+    tasks: Iterable[asyncio.Task[Any]], *, every: float = 0.25, attempts: int = 40
+) -> None:
+    """Cancel ``tasks`` and wait until they have all ended.
+
+    A client library can swallow a cancellation (``asyncio.wait_for`` on Python 3.11 loses
+    one that races with its own completion), leaving a loop running after ``cancel()``; so
+    the cancel is repeated every ``every`` seconds until each task is done, ``attempts``
+    times at most. A task still running after that is reported, never waited on forever.
+    """
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(attempts):
+        if not pending:
+            return
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=every)
+    for t in pending:
+        _log.error("task_not_cancellable", task=t.get_name())

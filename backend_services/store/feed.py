@@ -21,7 +21,7 @@ from typing import Any
 from ..clock import Clock, resolve_clock
 from ..errors import ValidationError
 from ..log import get_logger
-from ..tasks import Backoff, Supervisor
+from ..tasks import Backoff, Supervisor, cancel_and_wait
 from .protocol import FeedEvent, Store
 
 __all__ = ["FeedFollower"]
@@ -106,9 +106,8 @@ class FeedFollower:
         task, self._task = self._task, None
         if self._own_supervisor:
             await self._supervisor.close()
-        elif task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        elif task is not None:
+            await cancel_and_wait([task])
 
     close = stop
 
@@ -122,6 +121,7 @@ class FeedFollower:
     # -- the loop --------------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
+            _reraise_if_cancelling()
             try:
                 if self._position is None:
                     self._position = await self.store.feed_position(self.stream)

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backend_services.errors import ValidationError
-from backend_services.tasks import Backoff, Supervisor
+from backend_services.tasks import Backoff, Supervisor, cancel_and_wait
 from backend_services.testing import FakeClock
 
 
@@ -421,3 +421,32 @@ async def test_many_supervised_tasks_restart_independently(clock: FakeClock) -> 
     assert ticks["b"] == 9
     assert sup.crashes == {"b": 4}
     await sup.close()
+
+
+async def test_close_ends_a_task_that_swallows_its_first_cancellation() -> None:
+    """close() repeats the cancel, so a loop that lost one cancellation still ends."""
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed += 1
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    sup = Supervisor("owner")
+    task = sup.spawn("stubborn", stubborn)
+    await asyncio.wait_for(sup.close(), timeout=10)
+    assert task.cancelled()
+    assert swallowed == 1
+
+
+async def test_cancel_and_wait_reports_nothing_left_running() -> None:
+    """cancel_and_wait returns only when every task has ended."""
+    tasks = [asyncio.create_task(asyncio.Event().wait()) for _ in range(3)]
+    await cancel_and_wait(tasks)
+    assert all(t.cancelled() for t in tasks)
