@@ -1,6 +1,37 @@
-"""backend_services: keep a fleet of DTESN services running when parts of it fail."""
+"""backend_services: keep a fleet of DTESN services running when parts of it fail.
 
-from .clock import Clock, SystemClock
+The four components of the specification live at their own import paths
+(``backend_services.infrastructure.service_discovery``, ``.circuit_breaker``,
+``.service_degradation``, ``.config_manager``); every public name is also here.
+"""
+
+from __future__ import annotations
+
+from .balancing import (
+    BALANCERS,
+    Balancer,
+    Filtered,
+    LeastOutstanding,
+    PeakEwma,
+    RoundRobin,
+    WeightedRoundRobin,
+    make_balancer,
+    match_metadata,
+    panic_candidates,
+)
+from .client import (
+    IDEMPOTENT_METHODS,
+    BreakerFactory,
+    CallGuard,
+    EndpointSource,
+    HttpResponse,
+    ServiceClient,
+    default_breakers,
+)
+from .clock import (
+    Clock,
+    SystemClock,
+)
 from .errors import (
     AuthorizationError,
     BackendServicesError,
@@ -16,30 +47,175 @@ from .errors import (
     StoreUnavailableError,
     ValidationError,
 )
-from .log import configure_logging
-from .settings import UNSET, Settings, load_settings
+from .infrastructure.circuit_breaker import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitBreakerEvent,
+    CircuitBreakerMetrics,
+    CircuitBreakerRegistry,
+    CircuitState,
+    EventKind,
+    Trigger,
+    WindowType,
+    circuit_breaker,
+    current_failure,
+    get_circuit_breaker,
+    get_default_registry,
+)
+from .infrastructure.config_manager import (
+    ConfigChange,
+    ConfigChangeEvent,
+    ConfigDiff,
+    ConfigEntry,
+    ConfigLimits,
+    ConfigSource,
+    ConfigurationManager,
+    ConfigVersion,
+    Explanation,
+    get_config_manager,
+)
+from .infrastructure.service_degradation import (
+    DegradationEvent,
+    DegradationLevel,
+    Feature,
+    FeaturePriority,
+    GlobalDegradationManager,
+    Permit,
+    ResourceThreshold,
+    ResourceType,
+    ServiceDegradationManager,
+    get_global_degradation_manager,
+)
+from .infrastructure.service_discovery import (
+    REGISTRATION_KEY_ENV,
+    DiscoveryEvent,
+    ServiceDiscovery,
+    ServiceEndpoint,
+    ServiceHealth,
+    ServiceStatus,
+    ServiceType,
+)
+from .log import (
+    configure_logging,
+    get_logger,
+    mask_url,
+)
+from .retry_budget import (
+    RetryBudget,
+)
+from .settings import (
+    UNSET,
+    Settings,
+    load_settings,
+    pick,
+    resolve_redis_url,
+)
+from .store import (
+    FailoverStore,
+    FeedFollower,
+    MemoryStore,
+    RedisStore,
+    Store,
+    StoreStatus,
+    open_store,
+)
+from .tasks import (
+    Backoff,
+    Supervisor,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BALANCERS",
+    "IDEMPOTENT_METHODS",
+    "REGISTRATION_KEY_ENV",
     "UNSET",
     "AuthorizationError",
     "BackendServicesError",
+    "Backoff",
+    "Balancer",
+    "BreakerFactory",
+    "CallGuard",
+    "CircuitBreaker",
+    "CircuitBreakerConfig",
+    "CircuitBreakerEvent",
     "CircuitBreakerException",
+    "CircuitBreakerMetrics",
+    "CircuitBreakerRegistry",
+    "CircuitState",
     "Clock",
+    "ConfigChange",
+    "ConfigChangeEvent",
+    "ConfigDiff",
+    "ConfigEntry",
+    "ConfigLimits",
+    "ConfigSource",
     "ConfigValidationError",
+    "ConfigVersion",
+    "ConfigurationManager",
     "ConflictError",
+    "DegradationEvent",
+    "DegradationLevel",
+    "DiscoveryEvent",
+    "EndpointSource",
+    "EventKind",
+    "Explanation",
+    "FailoverStore",
+    "Feature",
+    "FeaturePriority",
+    "FeedFollower",
+    "Filtered",
+    "GlobalDegradationManager",
+    "HttpResponse",
+    "LeastOutstanding",
     "LifecycleError",
+    "MemoryStore",
+    "PeakEwma",
+    "Permit",
+    "RedisStore",
     "RequestShedError",
+    "ResourceThreshold",
+    "ResourceType",
+    "RetryBudget",
+    "RoundRobin",
+    "ServiceClient",
+    "ServiceDegradationManager",
+    "ServiceDiscovery",
+    "ServiceEndpoint",
+    "ServiceHealth",
+    "ServiceStatus",
+    "ServiceType",
     "ServiceUnavailableError",
     "Settings",
     "SettingsError",
+    "Store",
     "StoreConfigurationError",
     "StoreError",
+    "StoreStatus",
     "StoreUnavailableError",
+    "Supervisor",
     "SystemClock",
+    "Trigger",
     "ValidationError",
+    "WeightedRoundRobin",
+    "WindowType",
     "__version__",
+    "circuit_breaker",
     "configure_logging",
+    "current_failure",
+    "default_breakers",
+    "get_circuit_breaker",
+    "get_config_manager",
+    "get_default_registry",
+    "get_global_degradation_manager",
+    "get_logger",
     "load_settings",
+    "make_balancer",
+    "mask_url",
+    "match_metadata",
+    "open_store",
+    "panic_candidates",
+    "pick",
+    "resolve_redis_url",
 ]
