@@ -23,17 +23,21 @@ import numpy.typing as npt
 from ..errors import ValidationError
 
 __all__ = [
+    "CONFIG_KEYS",
     "DEFAULT_MAX_STEPS",
     "MAX_BODY_BYTES",
     "PayloadTooLargeError",
     "ProcessRequest",
     "parse_process_request",
+    "validate_membrane_config",
 ]
 
 DEFAULT_MAX_STEPS: Final = 1000
 MAX_BODY_BYTES: Final = 1024 * 1024
 _MAX_REQUEST_ID: Final = 128
 _ALLOWED_KEYS: Final = frozenset({"inputs", "depth", "debug", "request_id"})
+CONFIG_KEYS: Final = ("membrane_depth", "processing_timeout")
+"""The configuration keys a membrane reads (and applies live)."""
 
 
 class PayloadTooLargeError(ValidationError):
@@ -103,3 +107,20 @@ def parse_process_request(
             "request_id", request_id, f"a string of 1..{_MAX_REQUEST_ID} characters"
         )
     return ProcessRequest(inputs, depth, debug, request_id)
+
+
+def validate_membrane_config(key: str, value: Any, max_depth: int) -> int | float:
+    """Check one of the membrane's configuration values; returns it normalised."""
+    if key == "membrane_depth":
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= max_depth:
+            raise ValidationError(key, value, f"an integer in 1..{max_depth}")
+        return value
+    if key == "processing_timeout":
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not 0.0 < float(value) <= 3600.0
+        ):
+            raise ValidationError(key, value, "a number of seconds in (0, 3600]")
+        return float(value)
+    raise ValidationError("key", key, "one of " + ", ".join(CONFIG_KEYS))

@@ -31,8 +31,8 @@ from ..log import get_logger
 from ..observability.collectors import metrics_text
 from ..settings import UNSET, Unset, resolve_redis_url
 from .monitors import MonitorMode, ResourceReadings
+from .protocol import CONFIG_KEYS, validate_membrane_config
 from .service import (
-    CONFIG_KEYS,
     FEATURE_ADVANCED,
     FEATURE_CORE,
     FEATURE_DEBUG,
@@ -135,8 +135,6 @@ class MembraneRuntime:
 
     def _validator(self, key: str) -> Any:
         def check(value: Any) -> bool:
-            from .service import validate_membrane_config
-
             validate_membrane_config(key, value, self.service.spec.depth)
             return True
 

@@ -10,9 +10,7 @@ Endpoints:
 * ``GET /metrics`` — Prometheus text (JSON with ``?format=json`` or ``Accept: application/json``);
 * ``GET /debug`` — the last request's per-level trajectory norms, while ``debug_interface``
   is enabled;
-* ``GET|POST /admin/config`` — read or change ``membrane_depth`` / ``processing_timeout``;
-* ``GET|POST /admin/faults`` — fault switches, only with ``enable_faults``
-  (see :mod:`backend_services.dtesn.faults`).
+* ``GET|POST /admin/config`` and ``/admin/faults`` — see :mod:`backend_services.dtesn.admin`.
 
 Bad requests get a 4xx JSON reply ``{"error": ..., "field": ..., "expected": ...}``.
 """
@@ -20,8 +18,6 @@ Bad requests get a 4xx JSON reply ``{"error": ..., "field": ..., "expected": ...
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import os
 import random
 import socket
@@ -37,15 +33,17 @@ from ..clock import Clock, resolve_clock
 from ..errors import ValidationError
 from ..log import get_logger
 from ..observability.tracing import tracing_middleware
-from .faults import FaultState, apply_fault_update
+from .admin import AdminRoutes
+from .faults import FaultState
 from .metrics import MembraneMetrics, prometheus_text
 from .protocol import (
     DEFAULT_MAX_STEPS,
     MAX_BODY_BYTES,
-    PayloadTooLargeError,
     ProcessRequest,
     parse_process_request,
+    validate_membrane_config,
 )
+from .replies import error_reply, read_json, validation_reply
 from .reservoir import DeepReservoir, MembraneKind, MembraneSpec, ReservoirResult
 
 __all__ = [
@@ -64,7 +62,6 @@ _log = get_logger("dtesn")
 FEATURE_CORE: Final = "core_processing"
 FEATURE_ADVANCED: Final = "advanced_analytics"
 FEATURE_DEBUG: Final = "debug_interface"
-CONFIG_KEYS: Final = ("membrane_depth", "processing_timeout")
 _THREAD_COST: Final = 2_000_000  # steps * sum(size**2) above which work leaves the loop
 
 FeatureGate = Callable[[str], Awaitable[bool]]
@@ -98,45 +95,8 @@ class MembraneOptions:
             raise ValidationError("membrane_id", self.membrane_id, "1..128 characters")
 
 
-def validate_membrane_config(key: str, value: Any, max_depth: int) -> int | float:
-    """Check one of the membrane's configuration values; returns it normalised."""
-    if key == "membrane_depth":
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= max_depth:
-            raise ValidationError(key, value, f"an integer in 1..{max_depth}")
-        return value
-    if key == "processing_timeout":
-        if (
-            not isinstance(value, (int, float))
-            or isinstance(value, bool)
-            or not 0.0 < float(value) <= 3600.0
-        ):
-            raise ValidationError(key, value, "a number of seconds in (0, 3600]")
-        return float(value)
-    raise ValidationError("key", key, "one of " + ", ".join(CONFIG_KEYS))
-
-
 async def _always_enabled(name: str) -> bool:
     return True
-
-
-def _error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
-
-
-def _validation_reply(exc: ValidationError) -> web.Response:
-    status = 413 if isinstance(exc, PayloadTooLargeError) else 400
-    return _error(
-        status, str(exc), field=exc.field, expected=exc.expected, value=_jsonable(exc.value)
-    )
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-    text = json.dumps(value)
-    return value if len(text) <= 200 else text[:197] + "..."
 
 
 class MembraneService:
@@ -245,10 +205,7 @@ class MembraneService:
         app.router.add_get("/membrane_info", self._info)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/debug", self._debug)
-        app.router.add_get("/admin/config", self._get_config)
-        app.router.add_post("/admin/config", self._post_config)
-        app.router.add_get("/admin/faults", self._get_faults)
-        app.router.add_post("/admin/faults", self._post_faults)
+        AdminRoutes(self).register(app)
         return app
 
     async def start(self) -> None:
@@ -307,11 +264,13 @@ class MembraneService:
         try:
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"request body too large; expected at most {MAX_BODY_BYTES} bytes")
+            return error_reply(
+                413, f"request body too large; expected at most {MAX_BODY_BYTES} bytes"
+            )
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return _error(exc.status, exc.reason, path=request.path)
+            return error_reply(exc.status, exc.reason, path=request.path)
 
     @web.middleware
     async def _hang_gate(
@@ -353,22 +312,6 @@ class MembraneService:
         }
         return web.json_response(body, status=200 if ready else 503)
 
-    async def _read_json(self, request: web.Request) -> Any:
-        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            raise PayloadTooLargeError(
-                "body",
-                f"{request.content_length} bytes",
-                f"at most {MAX_BODY_BYTES} bytes",
-                message=f"request body too large: {request.content_length} bytes; "
-                f"expected at most {MAX_BODY_BYTES} bytes",
-            )
-        try:
-            return await request.json()
-        except json.JSONDecodeError as exc:
-            raise ValidationError("body", "invalid JSON", f"a JSON object ({exc.msg})") from None
-        except UnicodeDecodeError:
-            raise ValidationError("body", "undecodable bytes", "UTF-8 JSON") from None
-
     async def _process_handler(self, request: web.Request) -> web.Response:
         started = self._clock.monotonic()
         self.metrics.in_flight += 1
@@ -386,24 +329,24 @@ class MembraneService:
     ) -> tuple[web.Response, str, int, bool]:
         if not self.ready:
             return (
-                _error(503, f"membrane not ready: {self._not_ready_reason}"),
+                error_reply(503, f"membrane not ready: {self._not_ready_reason}"),
                 "unavailable",
                 0,
                 False,
             )
         try:
             parsed = parse_process_request(
-                await self._read_json(request),
+                await read_json(request),
                 input_dim=self.spec.input_dim,
                 max_steps=self.options.max_steps,
                 max_depth=self.spec.depth,
             )
         except ValidationError as exc:
-            return _validation_reply(exc), "invalid", 0, False
+            return validation_reply(exc), "invalid", 0, False
         if not await self.feature_gate(FEATURE_CORE):
             level = self.status_provider().get("degradation_level", "offline")
             return (
-                _error(503, f"membrane is degraded to {level}: core processing is off"),
+                error_reply(503, f"membrane is degraded to {level}: core processing is off"),
                 "unavailable",
                 0,
                 False,
@@ -416,7 +359,7 @@ class MembraneService:
                 return self._timeout_reply(timeout), "timeout", 0, False
             await self._clock.sleep(faults.slow)
         if faults.error_rate > 0.0 and self._rng.random() < faults.error_rate:
-            return _error(500, "injected fault: error"), "error", 0, False
+            return error_reply(500, "injected fault: error"), "error", 0, False
 
         advanced = await self.feature_gate(FEATURE_ADVANCED)
         depth = min(parsed.depth or self.depth, self.depth)
@@ -445,7 +388,7 @@ class MembraneService:
         return web.json_response(body), "ok", result.steps, depth < full_depth
 
     def _timeout_reply(self, timeout: float) -> web.Response:
-        return _error(504, f"processing exceeded processing_timeout={timeout:g}s")
+        return error_reply(504, f"processing exceeded processing_timeout={timeout:g}s")
 
     async def _compute(self, parsed: ProcessRequest, depth: int, debug: bool) -> ReservoirResult:
         cost = parsed.inputs.shape[0] * sum(p.size**2 for p in self.spec.levels[:depth])
@@ -553,69 +496,8 @@ class MembraneService:
     async def _debug(self, request: web.Request) -> web.Response:
         if not await self.feature_gate(FEATURE_DEBUG):
             level = self.status_provider().get("degradation_level", "degraded")
-            return _error(503, f"{FEATURE_DEBUG} is disabled (degradation level {level})")
+            return error_reply(503, f"{FEATURE_DEBUG} is disabled (degradation level {level})")
         return web.json_response({"membrane_id": self.membrane_id, "last": self._last_debug})
-
-    # --- admin ------------------------------------------------------------------------
-
-    def _authorized(self, request: web.Request) -> bool:
-        token = self.options.admin_token
-        if not token:
-            return True
-        given = request.headers.get("Authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
-
-    async def _get_config(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {"membrane_depth": self.depth, "processing_timeout": self.processing_timeout}
-        )
-
-    async def _post_config(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _error(401, "admin endpoint: expected 'Authorization: Bearer <token>'")
-        try:
-            body = await self._read_json(request)
-            if not isinstance(body, dict) or not body:
-                raise ValidationError("body", body, "a JSON object of " + ", ".join(CONFIG_KEYS))
-            checked = {k: validate_membrane_config(k, v, self.spec.depth) for k, v in body.items()}
-        except ValidationError as exc:
-            return _validation_reply(exc)
-        if self.config_writer is not None:
-            try:
-                await self.config_writer(checked)
-            except ValidationError as exc:
-                return _validation_reply(exc)
-        else:
-            for key, value in checked.items():
-                self.apply_config(key, value)
-        return await self._get_config(request)
-
-    async def _get_faults(self, request: web.Request) -> web.Response:
-        if not self.options.enable_faults:
-            return _error(
-                403, "fault switches are disabled; start the membrane with faults enabled"
-            )
-        return web.json_response(self.faults.as_dict())
-
-    async def _post_faults(self, request: web.Request) -> web.Response:
-        if not self.options.enable_faults:
-            return _error(
-                403, "fault switches are disabled; start the membrane with faults enabled"
-            )
-        if not self._authorized(request):
-            return _error(401, "admin endpoint: expected 'Authorization: Bearer <token>'")
-        try:
-            self.faults = apply_fault_update(self.faults, await self._read_json(request))
-        except ValidationError as exc:
-            return _validation_reply(exc)
-        _log.warning("faults_changed", membrane=self.membrane_id, **self.faults.as_dict())
-        if self.faults.hang:
-            self._unhung.clear()
-        else:
-            self._unhung.set()
-        if self.faults.crash:
-            asyncio.get_running_loop().call_later(0.05, self._on_crash)
-        return web.json_response(self.faults.as_dict())
 
 
 def sample_inputs(steps: int, input_dim: int, seed: int = 0) -> list[list[float]]:
