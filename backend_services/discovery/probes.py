@@ -63,6 +63,7 @@ class Prober:
         self._session = session
         self._own_session = session is None
         self._semaphore = asyncio.Semaphore(concurrency)
+        self._closed = False
         self.checks = 0
         self.failures = 0
 
@@ -86,6 +87,8 @@ class Prober:
 
     async def check(self, endpoint: ServiceEndpoint) -> ProbeResult:
         """Check one endpoint (waits for a free slot first)."""
+        if self._closed:
+            return ProbeResult(False, 0.0, "health checker is closed")
         async with self._semaphore:
             started = self._clock.monotonic()
             try:
@@ -121,7 +124,8 @@ class Prober:
             await writer.wait_closed()
 
     async def close(self) -> None:
-        """Close the shared session (when this prober created it)."""
+        """Close the shared session (when this prober created it); later checks fail."""
+        self._closed = True
         session, self._session = self._session, None
         if session is not None and self._own_session and not session.closed:
             await session.close()

@@ -35,6 +35,8 @@ class Upkeep(DiscoveryState):
 
     def _probe_now(self, endpoint: ServiceEndpoint) -> None:
         """The first check of a new registration, at once."""
+        if self._closed:
+            return
         if endpoint.service_id in self._schedule or self._holds(endpoint.service_id):
             self._schedule.schedule(endpoint, delay=0.0)
             return

@@ -133,3 +133,14 @@ def test_validation() -> None:
         Prober(health_path="health")
     with pytest.raises(ValidationError, match="check_concurrency"):
         Prober(concurrency=0)
+
+
+async def test_closed_prober_opens_no_new_session(server: FlakyServer) -> None:
+    """After close(), checks fail at once instead of opening a new session."""
+    prober = Prober(timeout=1.0)
+    assert (await prober.check(_ep(server.port))).ok
+    await prober.close()
+    result = await prober.check(_ep(server.port))
+    assert not result.ok
+    assert result.error == "health checker is closed"
+    assert prober._session is None
