@@ -25,7 +25,7 @@ from ..discovery.model import ServiceEndpoint, ServiceHealth, ServiceStatus, Ser
 from ..discovery.registry import Registry
 from ..discovery.signing import RecordSigner
 from ..errors import StoreUnavailableError, ValidationError
-from ..infrastructure.cb.fleet import EVENTS_STREAM, state_key
+from ..infrastructure.cb.fleet import NAMES_KEY, state_key
 from ..infrastructure.circuit_breaker import CircuitBreaker
 from ..infrastructure.config_manager import ConfigSource, ConfigurationManager
 from ..infrastructure.degradation_global import GlobalDegradationManager
@@ -174,27 +174,19 @@ class FleetOperations:
 
     # --- circuits ---------------------------------------------------------------------
 
-    async def _circuit_names(self) -> set[str]:
-        names: set[str] = set()
-        position = 0
-        while True:
-            batch = await self.store.read(EVENTS_STREAM, position, count=1000)
-            for event in batch.events:
-                name = event.data.get("name") if isinstance(event.data, Mapping) else None
-                if isinstance(name, str):
-                    names.add(name)
-            if not batch.events or batch.position == position:
-                return names
-            position = batch.position
-
     async def list_circuits(self) -> list[JsonObj]:
-        """Every breaker whose state is shared in the store (those that ever changed)."""
-        names = sorted(await self._circuit_names())
+        """Every breaker that joined the fleet's shared state (the ``cb:names`` index),
+        with its shared record; one that never changed state is listed as closed."""
+        names = sorted(await self.store.members(NAMES_KEY))
+        if not names:
+            return []
         records = await self.store.get_many([state_key(n) for n in names])
         out = []
         for name in names:
             record = records.get(state_key(name))
-            if record is not None and isinstance(record.value, Mapping):
+            if record is None:
+                out.append(self._circuit_row(name, {"state": CircuitState.CLOSED.value}, 0))
+            elif isinstance(record.value, Mapping):
                 out.append(self._circuit_row(name, record.value, record.version))
         return out
 

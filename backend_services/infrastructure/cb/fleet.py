@@ -10,6 +10,8 @@ Store layout::
     cb:state:<name>         {"state", "until" (wall time or null), "openings", "trigger",
                              "origin", "at"} — versioned; written by compare-and-set
     cb:events               change feed: {"name", "version", ...the record}
+    cb:names                set of every breaker name that joined the fleet (the index
+                            operators list breakers from; never trimmed like the feed)
     cb:trial:<name>:<slot>  half-open trial permits (leases; expire after the trial
                             deadline, so a dead process cannot hold one)
 
@@ -21,7 +23,9 @@ except for manual changes (reset, forced states, ``open_for``), which are re-app
 top. Reading: a :class:`~backend_services.store.feed.FeedFollower` applies newer
 versions as they are appended (a blocking read: well under 100 ms); on a resync (events
 lost, or the store switched between Redis and memory) every breaker reloads its
-record. A breaker attaching (e.g. after a restart) starts from the shared record.
+record. A breaker attaching (e.g. after a restart) starts from the shared record, and its
+name is added to ``cb:names`` (once per link; again with its first state write if that
+failed), so it is listed fleet-wide even if it never changes state.
 
 While Redis is down the :class:`~backend_services.store.failover.FailoverStore` serves
 from memory: every process decides locally, and the journal written meanwhile is
@@ -46,17 +50,19 @@ from ...errors import ConflictError
 from ...log import get_logger
 from ...store.factory import open_store
 from ...store.feed import FeedFollower
-from ...store.protocol import Append, FeedEvent, Put, Record, Store
+from ...store.protocol import Append, FeedEvent, Operation, Put, Record, SetAdd, Store
 from ...tasks import Backoff, Supervisor
 
 if TYPE_CHECKING:
     from ..circuit_breaker import CircuitBreaker
 
-__all__ = ["EVENTS_STREAM", "FleetLink", "attach", "state_key", "trial_lease"]
+__all__ = ["EVENTS_STREAM", "NAMES_KEY", "FleetLink", "attach", "state_key", "trial_lease"]
 
 _log = get_logger("circuit_breaker")
 
 EVENTS_STREAM: Final = "cb:events"
+NAMES_KEY: Final = "cb:names"
+"""Set of the names of every breaker that joined the fleet."""
 PERMIT_TIMEOUT: Final = 1.0
 """Seconds to wait for the store to grant a trial permit before deciding locally."""
 FLUSH_TIMEOUT: Final = 5.0
@@ -91,6 +97,7 @@ class FleetLink:
         self.syncing: set[str] = set()
         self.waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.trial_slots: dict[tuple[str, int], int] = {}
+        self.registered: set[str] = set()
         self.users = 0
         self.writes = 0
         self.conflicts = 0
@@ -168,6 +175,7 @@ class FleetLink:
         """Follow ``breaker``'s name and start from the shared record."""
         self.breakers.setdefault(breaker.name, weakref.WeakSet()).add(breaker)
         self.users += 1
+        await self._register(breaker.name)
         try:
             record = await self.store.get(state_key(breaker.name))
         except Exception as exc:  # fail open: decide locally until the store answers
@@ -177,6 +185,17 @@ class FleetLink:
             self._apply(breaker, record, force=True)
         elif breaker._state is not CircuitState.CLOSED:
             self.publish(breaker, CircuitState.CLOSED, breaker._state, Trigger.MANUAL)
+
+    async def _register(self, name: str) -> None:
+        """Add ``name`` to the fleet's index of breakers (once per link)."""
+        if name in self.registered:
+            return
+        try:
+            await self.store.set_add(NAMES_KEY, name)
+        except Exception as exc:  # fail open: the first state write registers it
+            _log.warning("breaker_register_failed", name=name, error=repr(exc))
+            return
+        self.registered.add(name)
 
     async def detach(self, breaker: CircuitBreaker) -> None:
         """Stop sharing ``breaker`` (its pending write is finished first)."""
@@ -296,10 +315,14 @@ class FleetLink:
             value = self._value(breaker)
             expect = breaker._fleet_version
             event = {"name": breaker.name, "version": expect + 1, **value}
+            ops: list[Operation] = [
+                Put(key, value, expect_version=expect),
+                Append(EVENTS_STREAM, event),
+            ]
+            if breaker.name not in self.registered:
+                ops.append(SetAdd(NAMES_KEY, (breaker.name,)))
             try:
-                result = await self.store.commit(
-                    [Put(key, value, expect_version=expect), Append(EVENTS_STREAM, event)]
-                )
+                result = await self.store.commit(ops)
             except ConflictError:
                 self.conflicts += 1
                 record = await self.store.get(key)
@@ -312,6 +335,7 @@ class FleetLink:
                 return
             breaker._fleet_version = result.versions.get(key, expect + 1)
             breaker._fleet_base = state
+            self.registered.add(breaker.name)
             self.writes += 1
             return
         _log.warning("shared_state_contended", name=breaker.name, attempts=_MAX_ATTEMPTS)
