@@ -4,8 +4,8 @@ Layout in the shared store (keys are namespaced by the store):
 
 * ``degradation:instance:<instance_id>`` — one manager's published state (with a TTL, so
   a process that died drops out), listed in the set ``degradation:instances``;
-* ``degradation:fleet`` — the fleet commands in force: an override (emergency shutdown)
-  and an advisory floor;
+* ``degradation:fleet`` — the fleet commands in force: an override (emergency shutdown),
+  an advisory floor, and per-service overrides (by service name);
 * stream ``degradation:control`` — one event per command, followed by every manager so a
   command reaches every process at once.
 
@@ -108,9 +108,10 @@ class InstanceRecord:
 
 @dataclass(frozen=True, slots=True)
 class FleetCommand:
-    """A fleet-wide level command: ``kind`` is ``"override"`` (an emergency shutdown:
+    """A fleet level command: ``kind`` is ``"override"`` (an emergency shutdown:
     every manager forces ``level``) or ``"floor"`` (advisory minimum level);
-    ``until`` is wall time or None (until cleared)."""
+    ``until`` is wall time or None (until cleared). An override with ``service`` set
+    targets only the managers of that service name (the others ignore it)."""
 
     kind: str
     id: str
@@ -118,12 +119,17 @@ class FleetCommand:
     reason: str
     issued_at: float
     until: float | None = None
+    service: str | None = None
 
     def active(self, wall_now: float) -> bool:
         return self.until is None or wall_now < self.until
 
+    def targets(self, service_name: str) -> bool:
+        """Whether a manager of ``service_name`` applies this command."""
+        return self.service is None or self.service == service_name
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "kind": self.kind,
             "id": self.id,
             "level": self.level.value,
@@ -131,6 +137,9 @@ class FleetCommand:
             "issued_at": self.issued_at,
             "until": self.until,
         }
+        if self.service is not None:
+            out["service"] = self.service
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> FleetCommand:
@@ -141,6 +150,9 @@ class FleetCommand:
             until_f = float(until) if until is not None else None
             if until_f is not None and not math.isfinite(until_f):
                 raise ValueError
+            service = data.get("service")
+            if service is not None and (not isinstance(service, str) or not service):
+                raise ValueError
             return cls(
                 kind=str(data["kind"]),
                 id=str(data["id"]),
@@ -148,27 +160,47 @@ class FleetCommand:
                 reason=str(data.get("reason", "")),
                 issued_at=float(data.get("issued_at", 0.0)),
                 until=until_f,
+                service=service,
             )
         except ValidationError:
             raise
         except (KeyError, TypeError, ValueError):
             raise ValidationError(
-                "fleet command", data, "id, level, issued_at and until (number or null)"
+                "fleet command",
+                data,
+                "id, level, issued_at, until (number or null) and service (name or absent)",
             ) from None
 
 
 @dataclass(frozen=True, slots=True)
 class FleetState:
-    """The fleet commands in force (the ``degradation:fleet`` record)."""
+    """The fleet commands in force (the ``degradation:fleet`` record): the fleet-wide
+    override, the floor, and per-service overrides by service name."""
 
     override: FleetCommand | None = None
     floor: FleetCommand | None = None
+    services: Mapping[str, FleetCommand] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "override": self.override.to_json() if self.override else None,
             "floor": self.floor.to_json() if self.floor else None,
+            "services": {name: cmd.to_json() for name, cmd in sorted(self.services.items())},
         }
+
+    def override_for(self, service_name: str, wall_now: float) -> FleetCommand | None:
+        """The override a manager of ``service_name`` follows: the latest issued of the
+        fleet-wide one and its own, among those still active."""
+        found = [
+            cmd
+            for cmd in (self.override, self.services.get(service_name))
+            if cmd is not None and cmd.active(wall_now)
+        ]
+        return max(found, key=lambda c: c.issued_at) if found else None
+
+    def active_services(self, wall_now: float) -> dict[str, FleetCommand]:
+        """The per-service overrides still in force (expired ones dropped)."""
+        return {n: c for n, c in self.services.items() if c.active(wall_now)}
 
     @classmethod
     def from_json(cls, data: Any) -> FleetState:
@@ -177,9 +209,19 @@ class FleetState:
         if not isinstance(data, Mapping):
             raise ValidationError("fleet state", data, "a JSON object")
         ov, fl = data.get("override"), data.get("floor")
+        raw = data.get("services") or {}
+        if not isinstance(raw, Mapping):
+            raise ValidationError("fleet state services", raw, "an object of service -> command")
+        services = {}
+        for name, cmd in raw.items():
+            command = FleetCommand.from_json(cmd)
+            if command.service != name:
+                raise ValidationError("fleet state services", raw, "commands keyed by service")
+            services[str(name)] = command
         return cls(
             FleetCommand.from_json(ov) if ov is not None else None,
             FleetCommand.from_json(fl) if fl is not None else None,
+            services,
         )
 
 
@@ -230,4 +272,7 @@ def summarize(
         "fleet_floor": (
             fleet.floor.to_json() if fleet.floor and fleet.floor.active(wall_now) else None
         ),
+        "service_overrides": {
+            name: cmd.to_json() for name, cmd in sorted(fleet.active_services(wall_now).items())
+        },
     }

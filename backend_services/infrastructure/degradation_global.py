@@ -5,6 +5,8 @@ and, with a shared store (a Redis URL from the argument, ``DTESN_SERVICE_REDIS_U
 the settings file), every manager that publishes in the fleet. ``emergency_shutdown_all``
 forces a level on all of them: local managers directly, other processes through the
 ``degradation:control`` change feed they follow (a blocking read, so it arrives at once).
+``force_service``/``clear_service`` do the same for the managers of one service name
+only (the others ignore the command); clearing the fleet-wide override clears those too.
 A fleet floor is advisory: managers report it and follow it only when built with
 ``follow_fleet_floor=True``. Losing the store never forces a process to degrade.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +67,9 @@ class GlobalDegradationManager:
         else:
             self._redis_url = None
         self._managers: dict[str, ServiceDegradationManager] = {}
+        # The fleet-wide override issued here, restored after a per-service clear when
+        # there is no shared store to read it from.
+        self._local_override: FleetCommand | None = None
         self._lock = asyncio.Lock()
         self._started = False
         self._closed = False
@@ -172,7 +177,14 @@ class GlobalDegradationManager:
         return records, fleet
 
     # -- commands --------------------------------------------------------------------------
-    def _command(self, kind: str, level: Any, reason: str, duration: float | None) -> FleetCommand:
+    def _command(
+        self,
+        kind: str,
+        level: Any,
+        reason: str,
+        duration: float | None,
+        service: str | None = None,
+    ) -> FleetCommand:
         lv = coerce_level(level)
         now = self._clock.time()
         until = None
@@ -184,7 +196,7 @@ class GlobalDegradationManager:
             ):
                 raise ValidationError("duration", duration, "None or seconds > 0")
             until = now + float(duration)
-        return FleetCommand(kind, uuid.uuid4().hex, lv, str(reason), now, until)
+        return FleetCommand(kind, uuid.uuid4().hex, lv, str(reason), now, until, service)
 
     async def emergency_shutdown_all(
         self,
@@ -199,6 +211,7 @@ class GlobalDegradationManager:
         command = self._command("override", level, reason, duration)
         _log.warning("emergency_shutdown_all", level=command.level.value, reason=command.reason)
         published, error = await self._publish(command)
+        self._local_override = command
         for manager in list(self._managers.values()):
             await manager.apply_fleet_command(command)
         return {
@@ -211,12 +224,14 @@ class GlobalDegradationManager:
         }
 
     async def clear_emergency(self, reason: str = "Emergency cleared") -> bool:
-        """End a fleet-wide override everywhere; False when none was in force here."""
+        """End a fleet-wide override everywhere, per-service overrides included; False
+        when none was in force here."""
         await self.initialize()
         had = False
+        self._local_override = None
         if self._store is not None:
             had, _ = await self._update_state(
-                lambda s: (FleetState(None, s.floor), s.override is not None),
+                lambda s: (FleetState(None, s.floor), s.override is not None or bool(s.services)),
                 {"kind": "clear_override", "reason": str(reason), "id": uuid.uuid4().hex},
             )
         for manager in list(self._managers.values()):
@@ -224,6 +239,82 @@ class GlobalDegradationManager:
             if ov is not None and ov.source == "fleet":
                 had = True
             await manager._clear_fleet_override(str(reason))
+        return had
+
+    @staticmethod
+    def _service_name(service_name: Any) -> str:
+        if not isinstance(service_name, str) or not service_name.strip():
+            raise ValidationError("service_name", service_name, "a non-empty service name")
+        return service_name
+
+    async def force_service(
+        self,
+        service_name: str,
+        level: DegradationLevel | str,
+        reason: str = "Forced",
+        duration: float | None = None,
+    ) -> dict[str, Any]:
+        """Force ``level`` on every manager of ``service_name`` in the fleet (the others
+        ignore it) until :meth:`clear_service` (or ``duration`` seconds). A service that
+        starts later while it is in force applies it at start."""
+        name = self._service_name(service_name)
+        await self.initialize()
+        command = self._command("override", level, reason, duration, service=name)
+        _log.warning(
+            "service_override", service=name, level=command.level.value, reason=command.reason
+        )
+        published, error = await self._publish(command)
+        local = [m for m in list(self._managers.values()) if m.service_name == name]
+        for manager in local:
+            await manager.apply_fleet_command(command)
+        return {
+            "command_id": command.id,
+            "service": name,
+            "level": command.level.value,
+            "reason": command.reason,
+            "local_services": len(local),
+            "published": published,
+            "error": error,
+        }
+
+    async def clear_service(
+        self, service_name: str, reason: str = "Service override cleared"
+    ) -> bool:
+        """End a per-service override of ``service_name`` everywhere (a fleet-wide override
+        still in force applies again); False when none was in force here."""
+        name = self._service_name(service_name)
+        await self.initialize()
+        had = False
+        restore = self._local_override
+        if self._store is not None:
+            wall = self._clock.time()
+            kept: list[FleetCommand | None] = [None]
+
+            def change(state: FleetState) -> tuple[FleetState, bool]:
+                services = state.active_services(wall)
+                found = services.pop(name, None) is not None
+                kept[0] = state.override if state.override and state.override.active(wall) else None
+                return FleetState(state.override, state.floor, services), found
+
+            event_id = uuid.uuid4().hex
+            had, _ = await self._update_state(
+                change,
+                lambda: {
+                    "kind": "clear_override",
+                    "service": name,
+                    "reason": str(reason),
+                    "id": event_id,
+                    "restore": kept[0].to_json() if kept[0] else None,
+                },
+            )
+            restore = kept[0]
+        for manager in list(self._managers.values()):
+            if manager.service_name != name:
+                continue
+            ov = manager._policy.override
+            if ov is not None and ov.source == "fleet":
+                had = True
+            await manager._clear_fleet_override(str(reason), service=name, restore=restore)
         return had
 
     async def set_fleet_floor(
@@ -244,7 +335,7 @@ class GlobalDegradationManager:
         await self.initialize()
         if self._store is not None:
             await self._update_state(
-                lambda s: (FleetState(s.override, None), s.floor is not None),
+                lambda s: (FleetState(s.override, None, s.services), s.floor is not None),
                 {"kind": "clear_floor", "id": uuid.uuid4().hex},
             )
         for manager in list(self._managers.values()):
@@ -254,10 +345,16 @@ class GlobalDegradationManager:
         if self._store is None:
             return False, None
 
+        wall = self._clock.time()
+
         def change(state: FleetState) -> tuple[FleetState, bool]:
+            services = state.active_services(wall)
+            if command.kind == "override" and command.service is not None:
+                services[command.service] = command
+                return FleetState(state.override, state.floor, services), True
             if command.kind == "override":
-                return FleetState(command, state.floor), True
-            return FleetState(state.override, command), True
+                return FleetState(command, state.floor, services), True
+            return FleetState(state.override, command, services), True
 
         try:
             await self._update_state(change, command.to_json())
@@ -266,8 +363,11 @@ class GlobalDegradationManager:
             return False, repr(exc)
         return True, None
 
-    async def _update_state(self, change: Any, event: Mapping[str, Any]) -> tuple[bool, int]:
-        """Compare-and-set the fleet record and append ``event`` atomically."""
+    async def _update_state(
+        self, change: Any, event: Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+    ) -> tuple[bool, int]:
+        """Compare-and-set the fleet record and append ``event`` atomically (``event`` may
+        be a function, called after ``change``, for an event that depends on the state)."""
         store = self._store
         assert store is not None
         for _ in range(20):
@@ -281,7 +381,11 @@ class GlobalDegradationManager:
                 result = await store.commit(
                     [
                         Put(FLEET_KEY, new.to_json(), expect_version=rec.version if rec else 0),
-                        Append(CONTROL_STREAM, dict(event), maxlen=1000),
+                        Append(
+                            CONTROL_STREAM,
+                            dict(event() if callable(event) else event),
+                            maxlen=1000,
+                        ),
                     ]
                 )
             except ConflictError:

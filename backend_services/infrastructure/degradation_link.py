@@ -3,8 +3,9 @@
 It publishes the manager's state (level, forced, reason, resource snapshot) under
 ``degradation:instance:<id>`` with a TTL — at every monitoring round and at once on a
 change — and follows the ``degradation:control`` feed so fleet commands (emergency
-shutdown, floor) arrive within one blocking read. Every store failure is logged and
-skipped: losing the store never changes the local level.
+shutdown, floor, an override of this manager's service) arrive within one blocking
+read. Every store failure is logged and skipped: losing the store never changes the
+local level.
 """
 
 from __future__ import annotations
@@ -131,8 +132,9 @@ class FleetLink:
         except ValidationError as exc:
             _log.warning("fleet_state_invalid", service=manager.service_name, error=str(exc))
             return
-        if state.override is not None:
-            await manager.apply_fleet_command(state.override)
+        override = state.override_for(manager.service_name, self._clock.time())
+        if override is not None:
+            await manager.apply_fleet_command(override)
         else:
             await manager._clear_fleet_override("fleet override no longer in force")
         await manager._apply_floor(state.floor)
@@ -146,7 +148,13 @@ class FleetLink:
                 if kind in ("override", "floor"):
                     await manager.apply_fleet_command(FleetCommand.from_json(data))
                 elif kind == "clear_override":
-                    await manager._clear_fleet_override(str(data.get("reason", "cleared")))
+                    service = data.get("service")
+                    restore = data.get("restore")
+                    await manager._clear_fleet_override(
+                        str(data.get("reason", "cleared")),
+                        service=str(service) if service is not None else None,
+                        restore=FleetCommand.from_json(restore) if restore is not None else None,
+                    )
                 elif kind == "clear_floor":
                     await manager._apply_floor(None)
             except ValidationError as exc:

@@ -796,11 +796,12 @@ class ServiceDegradationManager:
             self._link.want_publish()
 
     async def apply_fleet_command(self, command: FleetCommand) -> None:
-        """Apply a fleet command (idempotent per command id)."""
+        """Apply a fleet command (idempotent per command id); an override that targets
+        another service is ignored."""
         if command.kind == "floor":
             await self._apply_floor(command)
             return
-        if command.id == self._fleet_override_id:
+        if not command.targets(self.service_name) or command.id == self._fleet_override_id:
             return
         wall = self._clock.time()
         if not command.active(wall):
@@ -818,13 +819,30 @@ class ServiceDegradationManager:
             level=command.level.value,
             reason=command.reason,
             command=command.id,
+            targeted=command.service is not None,
         )
         if change is not None:
             await self._apply(change)
         self._refresh_admission()
         self._want_publish()
 
-    async def _clear_fleet_override(self, reason: str) -> None:
+    async def _clear_fleet_override(
+        self, reason: str, *, service: str | None = None, restore: FleetCommand | None = None
+    ) -> None:
+        """End the override the fleet set (only when ``service`` is None or names this
+        manager's service); ``restore``, a fleet-wide override still in force, applies
+        instead when it is still active."""
+        if service is not None and service != self.service_name:
+            return
+        if (
+            restore is not None
+            and restore.kind == "override"
+            and restore.targets(self.service_name)
+            and restore.active(self._clock.time())
+        ):
+            if restore.id != self._fleet_override_id:
+                await self.apply_fleet_command(restore)
+            return
         self._fleet_override_id = None
         ov = self._policy.override
         if ov is None or ov.source != "fleet":
