@@ -223,13 +223,25 @@ def _degradation(sub: Any, common: Common) -> None:
         group,
         common,
         "force",
-        "force a level on every degradation manager of the fleet",
+        "force a level on every degradation manager of the fleet (or of one service)",
         _degradation_force,
     )
     p.add_argument("level", help="normal, partial, minimal, emergency or offline")
+    p.add_argument(
+        "--service", default="fleet", help="one service's managers only (default: fleet, all)"
+    )
     p.add_argument("--reason", default="forced by an operator", help="why (shown everywhere)")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: until clear)")
-    p = _cmd(group, common, "clear", "end a forced fleet-wide level", _degradation_clear)
+    p = _cmd(
+        group,
+        common,
+        "clear",
+        "end a forced level (fleet-wide or one service's)",
+        _degradation_clear,
+    )
+    p.add_argument(
+        "--service", default="fleet", help="one service's override only (default: fleet, all)"
+    )
     p.add_argument("--reason", default="cleared by an operator", help="why (logged)")
 
 
@@ -263,15 +275,14 @@ async def _degradation_status(ops: Any, ns: argparse.Namespace, out: Output) -> 
 async def _degradation_force(ops: Any, ns: argparse.Namespace, out: Output) -> int:
     from ..control.operations import FLEET
 
-    result = await ops.force_degradation(FLEET, ns.level, ns.reason, ns.duration)
-    out.emit(result, text=f"forced {result['level']} on the fleet ({result['reason']})")
+    result = await ops.force_degradation(ns.service, ns.level, ns.reason, ns.duration)
+    target = "the fleet" if ns.service == FLEET else f"service {ns.service}"
+    out.emit(result, text=f"forced {result['level']} on {target} ({result['reason']})")
     return 0 if result.get("published", True) else 1
 
 
 async def _degradation_clear(ops: Any, ns: argparse.Namespace, out: Output) -> int:
-    from ..control.operations import FLEET
-
-    result = await ops.clear_degradation(FLEET, ns.reason)
+    result = await ops.clear_degradation(ns.service, ns.reason)
     text = "cleared the forced level" if result["cleared"] else "no forced level was in force"
     out.emit(result, text=text)
     return 0

@@ -234,11 +234,11 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "forceDegradation",
         "POST",
         f"{API_PREFIX}/degradation/{{service}}/force",
-        "Force a level on every degradation manager of the fleet (service 'fleet') until "
-        "cleared or for duration seconds",
+        "Force a level until cleared or for duration seconds: on every degradation manager "
+        "of the fleet (service 'fleet') or on every manager of one service",
         "degradation",
         mutating=True,
-        params=(_path("service", NAME, "'fleet' (levels are forced fleet-wide)"),),
+        params=(_path("service", NAME, "a service name, or 'fleet' for every service"),),
         body={
             "type": "object",
             "properties": {
@@ -257,10 +257,11 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "clearDegradation",
         "POST",
         f"{API_PREFIX}/degradation/{{service}}/clear",
-        "Clear a fleet-wide forced level: back to the levels resources call for",
+        "Clear a forced level: 'fleet' ends the fleet-wide and every per-service one; a "
+        "service name ends that service's own (a fleet-wide one still applies)",
         "degradation",
         mutating=True,
-        params=(_path("service", NAME, "'fleet' (levels are forced fleet-wide)"),),
+        params=(_path("service", NAME, "a service name, or 'fleet' for every service"),),
         body=_REASON_BODY,
         response={"$ref": "#/components/schemas/DegradationCommand"},
         not_found=True,
@@ -442,8 +443,9 @@ _SCHEMAS: Final[dict[str, Any]] = {
     },
     "DegradationCommand": {
         "type": "object",
-        "description": "The result of forcing or clearing a fleet-wide level",
+        "description": "The result of forcing or clearing a level (fleet-wide or per service)",
         "properties": {
+            "service": _STR,
             "command_id": _STR,
             "level": _STR,
             "reason": _STR,

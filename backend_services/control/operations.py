@@ -40,7 +40,8 @@ __all__ = ["CIRCUIT_ACTIONS", "FLEET", "FleetOperations"]
 JsonObj = dict[str, Any]
 CIRCUIT_ACTIONS = ("open", "close", "reset")
 FLEET = "fleet"
-"""The ``service`` name that addresses every degradation manager of the fleet at once."""
+"""The ``service`` name that addresses every degradation manager of the fleet at once
+(any other name addresses the managers of that service only)."""
 
 
 def _service_row(endpoint: ServiceEndpoint, health: ServiceHealth, owner: str | None) -> JsonObj:
@@ -256,30 +257,37 @@ class FleetOperations:
         info = status["services"].get(service)
         return None if info is None else {"service": service, **info}
 
-    def _check_fleet_target(self, service: str) -> None:
-        if service != FLEET:
-            raise ValidationError(
-                "service",
-                service,
-                f"{FLEET!r}: levels are forced fleet-wide (every manager sharing the store)",
-            )
+    @staticmethod
+    def _degradation_target(service: str) -> str:
+        if not isinstance(service, str) or not service.strip():
+            raise ValidationError("service", service, f"a service name or {FLEET!r}")
+        return service
 
     async def force_degradation(
         self, service: str, level: str, reason: str, duration: float | None
     ) -> JsonObj | None:
-        """Force ``level`` on every degradation manager of the fleet (``service`` must
-        be ``"fleet"``) until cleared or for ``duration`` seconds."""
-        self._check_fleet_target(service)
+        """Force ``level`` until cleared or for ``duration`` seconds: on every
+        degradation manager of the fleet when ``service`` is ``"fleet"``, else on every
+        manager of that service (one started while it is in force applies it too)."""
+        target = self._degradation_target(service)
         manager = await self._global()
-        return await manager.emergency_shutdown_all(
-            reason or "forced by an operator", level=level, duration=duration
-        )
+        reason = reason or "forced by an operator"
+        if target == FLEET:
+            result = await manager.emergency_shutdown_all(reason, level=level, duration=duration)
+            return {"service": FLEET, **result}
+        return await manager.force_service(target, level, reason, duration)
 
     async def clear_degradation(self, service: str, reason: str) -> JsonObj | None:
-        """End a fleet-wide forced level."""
-        self._check_fleet_target(service)
-        had = await (await self._global()).clear_emergency(reason or "cleared by an operator")
-        return {"cleared": had}
+        """End a forced level: the fleet-wide one and every per-service one for
+        ``"fleet"``, else that service's own (a fleet-wide one still applies)."""
+        target = self._degradation_target(service)
+        manager = await self._global()
+        reason = reason or "cleared by an operator"
+        if target == FLEET:
+            had = await manager.clear_emergency(reason)
+        else:
+            had = await manager.clear_service(target, reason)
+        return {"service": target, "cleared": had}
 
     # --- configuration ----------------------------------------------------------------
 

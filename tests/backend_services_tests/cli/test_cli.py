@@ -206,10 +206,33 @@ class TestDegradation:
         assert isinstance(status, dict)
         assert status["fleet_override"]["level"] == "minimal"
         cleared = run_json(capsys, url, "degradation", "clear")
-        assert cleared == {"cleared": True}
+        assert cleared == {"service": "fleet", "cleared": True}
         status = run_json(capsys, url, "degradation", "status")
         assert isinstance(status, dict)
         assert status["fleet_override"] is None
+
+    def test_force_and_clear_one_service(self, capsys: pytest.CaptureFixture[str], redis_url: str):
+        """--service forces a level on one service only (no fleet-wide override);
+        clear --service ends it."""
+        url = redis_url
+        forced = run_json(
+            capsys, url, "degradation", "force", "emergency", "--service", "api", "--reason", "x"
+        )
+        assert isinstance(forced, dict)
+        assert (forced["service"], forced["level"], forced["published"]) == (
+            "api",
+            "emergency",
+            True,
+        )
+        status = run_json(capsys, url, "degradation", "status")
+        assert isinstance(status, dict)
+        assert status["fleet_override"] is None
+        assert status["service_overrides"]["api"]["level"] == "emergency"
+        cleared = run_json(capsys, url, "degradation", "clear", "--service", "api")
+        assert cleared == {"service": "api", "cleared": True}
+        status = run_json(capsys, url, "degradation", "status")
+        assert isinstance(status, dict)
+        assert status["service_overrides"] == {}
 
     def test_unknown_level_is_a_usage_error(
         self, capsys: pytest.CaptureFixture[str], redis_url: str

@@ -129,8 +129,7 @@ async def test_mutations_with_the_token_change_the_fleet(
 async def test_component_validation_errors_are_422_problems(
     start_server: StartServer, http: aiohttp.ClientSession
 ) -> None:
-    """A value the component rejects is a 422 naming the field and the expectation;
-    levels can only be forced fleet-wide."""
+    """A value the component rejects is a 422 naming the field and the expectation."""
     server = await start_server(token=TOKEN)
     deep: object = 1
     for _ in range(70):
@@ -141,12 +140,46 @@ async def test_component_validation_errors_are_422_problems(
     doc = await _problem(resp, 422)
     assert doc["field"] == "membrane_depth"
     assert "nesting" in doc["expected"]
-    resp = await http.post(
-        server.url + f"/api/v1/degradation/{CONFIG_SERVICE}/force",
-        headers=AUTH,
-        json={"level": "partial"},
+
+
+async def test_one_service_level_is_forced_and_cleared_with_the_token(
+    start_server: StartServer, http: aiohttp.ClientSession, fleet: Fleet
+) -> None:
+    """Per-service force/clear needs the token; with it, the running manager of that
+    service takes the level and hands back on clear, and no fleet-wide override is set."""
+    server = await start_server(token=TOKEN)
+    base = server.url + f"/api/v1/degradation/{CONFIG_SERVICE}"
+    manager = fleet.degradation
+
+    async def level_becomes(level: str) -> None:
+        for _ in range(200):  # the running manager follows the store's change feed
+            if manager.current_level.value == level:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"level stayed {manager.current_level.value}, not {level}")
+
+    await _problem(await http.post(base + "/force", json={"level": "partial"}), 401)
+    async with http.post(
+        base + "/force", headers=AUTH, json={"level": "partial", "reason": "canary"}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        forced = await resp.json()
+    assert (forced["service"], forced["level"], forced["reason"]) == (
+        CONFIG_SERVICE,
+        "partial",
+        "canary",
     )
-    assert "fleet" in (await _problem(resp, 422))["detail"]
+    await level_becomes("partial")
+    async with http.get(base) as resp:
+        assert (await resp.json())["level"] == "partial"
+    status = await fleet.ops.degradation_status()
+    assert status["fleet_override"] is None
+    assert list(status["service_overrides"]) == [CONFIG_SERVICE]
+    await _problem(await http.post(base + "/clear", json={}), 401)
+    async with http.post(base + "/clear", headers=AUTH, json={"reason": "done"}) as resp:
+        assert resp.status == 200, await resp.text()
+        assert await resp.json() == {"service": CONFIG_SERVICE, "cleared": True}
+    await level_becomes("normal")
 
 
 @pytest.mark.parametrize(
