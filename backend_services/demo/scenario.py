@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -270,6 +271,8 @@ class Scenario:
             self.note("registry", event.service_id, "deregistered")
         elif event.kind == "ejected":
             self.note("discovery", event.service_id, "ejected after failed calls (passive)")
+        elif event.kind == "readmitted":
+            self.note("discovery", event.service_id, "readmitted (healthy again)")
 
     def _on_down(self, service_id: str) -> None:
         if self._closing:
@@ -415,7 +418,7 @@ class Scenario:
             "duration_s": round(self.marks.duration, 2),
             "figures": {k: v for k, v in vars(fig).items() if k != "extra"} | fig.extra,
             "levels_seen": self.marks.levels_seen,
-            "checks": [vars(c) for c in self.rec.checks],
+            "checks": [dataclasses.asdict(c) for c in self.rec.checks],
         }
 
 

@@ -26,7 +26,7 @@ class DiscoveryEvent:
     """Something discovery saw happen.
 
     ``kind``: ``registered``, ``deregistered``, ``expired``, ``status_changed``,
-    ``ejected``, ``record_rejected``, ``self_preservation_started``,
+    ``ejected``, ``readmitted``, ``record_rejected``, ``self_preservation_started``,
     ``self_preservation_ended``, ``evictions_paused``, ``registration_restored``,
     ``resync``. ``old``/``new``: statuses (``None`` = absent) for instance changes.
     """

@@ -5,7 +5,9 @@ Outcomes of requests made through the request path are recorded per endpoint. Af
 balancing) for ``base_ejection_time x n`` seconds, where ``n`` counts its recent ejections
 (capped at ``max_ejection_time``); an endpoint that stays clean for ``max_ejection_time``
 after its last ejection starts again from ``n = 1``. At most ``max_ejection_percent`` of a
-group's endpoints are ejected at once (at least one when the group has two or more).
+group's endpoints are ejected at once (at least one when the group has two or more). An
+endpoint that becomes healthy again in active health checks is readmitted at once
+(:meth:`OutlierDetector.readmit`).
 """
 
 from __future__ import annotations
@@ -121,6 +123,20 @@ class OutlierDetector:
     def ejected_count(self, now: float) -> int:
         """How many endpoints are ejected at ``now``."""
         return sum(1 for h in self._hosts.values() if h.ejected_until > now)
+
+    def readmit(self, service_id: str, now: float) -> bool:
+        """End an ejection early and clear the failure run (the endpoint passed active
+        health checks after failing them); the ejection count is kept, so an endpoint
+        that keeps failing is still ejected for longer. True if it was ejected at ``now``."""
+        host = self._hosts.get(service_id)
+        if host is None:
+            return False
+        host.failures = 0
+        if host.ejected_until <= now:
+            return False
+        host.ejected_until = now
+        host.last_ejection_end = now
+        return True
 
     def forget(self, service_id: str) -> None:
         """Drop what is known about an endpoint (it was deregistered)."""

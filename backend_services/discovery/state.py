@@ -153,6 +153,8 @@ class DiscoveryState:
         sid = change.service_id
         healthy = ServiceStatus.HEALTHY
         if new is healthy:
+            if old is not None:
+                self._readmit(sid)
             self._up.fire(sid)
         elif old is healthy:
             self._down.fire(sid)
@@ -168,6 +170,15 @@ class DiscoveryState:
         else:
             kind = "status_changed"
         self._emit(kind, sid, old, new, {"reason": change.reason} if change.reason else None)
+
+    def _readmit(self, sid: str) -> None:
+        """An endpoint back to healthy after failing active checks is no longer kept out
+        of balancing by an earlier passive ejection (it may be a fresh process)."""
+        entry = self._view.get(sid)
+        detector = self._detectors.get(entry.endpoint.service_type) if entry else None
+        if detector is not None and detector.readmit(sid, self._clock.monotonic()):
+            _log.info("endpoint_readmitted", service_id=sid)
+            self._emit("readmitted", sid)
 
     def _note_preservation(self, changed: bool | None) -> None:
         if changed is None:
