@@ -3,7 +3,7 @@
 Run as ``python fleet_child.py <redis_url> <service> <last_known_good path>``. Prints
 ``{"ready": ...}`` once initialized, ``{"event": "change", ...}`` for every change callback,
 and one ``{"reply": op, "ok": ..., ...}`` line per command. Commands: set, delete, get, all,
-entry, snapshot, rollback, version, versions, quit.
+entry, snapshot, rollback, version, versions, metrics, quit.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ async def _run(cm: ConfigurationManager, cmd: dict[str, Any]) -> Any:
         return cm.version
     if op == "versions":
         return await cm.list_versions()
+    if op == "metrics":
+        return cm.get_metrics()
     raise ValueError(f"unknown op {op!r}")
 
 

@@ -99,8 +99,11 @@ class Child:
             await self._reader
 
 
-async def _until(check: Callable[[], Any], what: str) -> None:
-    """Wait (bounded) until ``await check()`` is truthy: the fleet converging."""
+async def _until(
+    check: Callable[[], Any], what: str, describe: Callable[[], Any] | None = None
+) -> None:
+    """Wait (bounded) until ``await check()`` is truthy: the fleet converging.
+    On timeout the message includes ``await describe()`` (what each side holds)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WAIT
     last: Any = None
@@ -109,7 +112,13 @@ async def _until(check: Callable[[], Any], what: str) -> None:
         if last:
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    state = None
+    if describe is not None:
+        try:
+            state = await describe()
+        except Exception as exc:  # the description must not hide the timeout
+            state = f"(could not describe: {exc!r})"
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}; state: {state!r}")
 
 
 @pytest.fixture
@@ -294,9 +303,19 @@ class TestOutages:
                 mine = await local.get_all_config()
                 return mine == expected and await child.call("all") == expected
 
-            await _until(converged, "both processes to merge the outage's changes")
+            async def describe() -> dict[str, Any]:
+                return {
+                    "local": await local.get_all_config(),
+                    "local_metrics": local.get_metrics(),
+                    "child": await child.call("all"),
+                    "child_metrics": await child.call("metrics"),
+                }
+
+            await _until(converged, "both processes to merge the outage's changes", describe)
             assert local.version > before
-            await _until(lambda: _same_version(local, child), "both processes on the same version")
+            await _until(
+                lambda: _same_version(local, child), "both processes on the same version", describe
+            )
             await local.set_config("after", "ok")  # the feed works again
             await child.wait_event("after", "ok")
         finally:
