@@ -7,7 +7,9 @@
 * **Follow.** A :class:`~backend_services.store.feed.FeedFollower` delivers every
   version's event; a record that continues the local head is applied at once (callbacks
   fire once: records are de-duplicated by id). A gap is filled from the head's history;
-  anything else (a position lost, a fork) triggers a full resync.
+  anything else (a position lost, a fork, an unknown version at or below the head — such
+  as another process's outage writes replayed after this one reconciled) triggers a full
+  resync.
 * **Resync.** Loads the head and every entry. When the store's history continues the
   local one, the process simply adopts it. When histories forked — several processes
   changed the configuration while the store was unreachable — the per-key values are
@@ -292,9 +294,11 @@ class FleetSync:
             if (head is not None and head.id == ident) or history.find(ident) is not None:
                 continue  # already applied (our own commit, or delivered twice)
             if version <= history.version:
-                oldest = history.versions(None)
-                if oldest and version < oldest[0].version:
-                    continue  # older than anything retained: nothing to learn
+                # a version we never saw, at or below our head: another history — e.g.
+                # outage writes of another process, replayed into the store under a head
+                # we already hold. Even older than anything we retain, it may carry
+                # changes no version of ours announces: resync (it commits only if the
+                # store's content differs from our head's).
                 self.request_resync()
                 continue
             if version > history.version + 1 or data.get("parent_id") != (
