@@ -11,11 +11,18 @@
 5. a failed *idempotent* call is retried on another endpoint while the retry budget and
    the caller's deadline allow; when nothing can serve it, ``fallback`` answers, or
    :class:`~backend_services.errors.ServiceUnavailableError` is raised.
+
+When OpenTelemetry records spans (:func:`backend_services.observability.tracing.enabled`,
+read once per request), each request is a :data:`~.tracing.SPAN_REQUEST` span with the
+steps as children — discover, pick, and per attempt a breaker span (a retry span for an
+attempt after a failure) around the call span — and HTTP requests carry the W3C
+``traceparent`` header. When it does not, the path is the plain one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json as _json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -23,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
+from multidict import CIMultiDict
 
 from .balancing import Balancer, Filtered, make_balancer, panic_candidates
 from .clock import Clock, resolve_clock
@@ -30,6 +38,7 @@ from .discovery.model import ServiceEndpoint, ServiceType, coerce_service_type
 from .errors import CircuitBreakerException, ServiceUnavailableError, ValidationError
 from .infrastructure.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from .log import get_logger
+from .observability import tracing
 from .retry_budget import RetryBudget
 
 __all__ = [
@@ -235,6 +244,23 @@ class ServiceClient:
     ) -> T:
         """``await operation(endpoint, *args, **kwargs)`` on a chosen endpoint, with
         breakers, retries (idempotent calls only), the deadline and the fallback."""
+        if not tracing.enabled():
+            return await self._call(operation, args, kwargs, idempotent, timeout, None)
+        traced_op = functools.partial(_traced_operation, operation)
+        with tracing.span(tracing.SPAN_REQUEST, {"service.type": self.service_type.value}) as root:
+            return await self._call(traced_op, args, kwargs, idempotent, timeout, root)
+
+    async def _call(
+        self,
+        operation: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        idempotent: bool,
+        timeout: float | None,  # noqa: ASYNC109 - the call's deadline, retries included
+        root: Any,
+    ) -> T:
+        """The request path; ``root`` is the request span when traced, else ``None``."""
+        traced = root is not None
         clock = self._clock
         metrics = self.metrics
         metrics["requests"] += 1
@@ -247,11 +273,29 @@ class ServiceClient:
         source, balancer = self._source, self.balancer
 
         while True:
-            usable, everything = source.usable_endpoints(self.service_type)
-            candidates, panic = panic_candidates(usable, everything, self.panic_threshold)
+            if traced:
+                with tracing.span(tracing.SPAN_DISCOVER) as step:
+                    usable, everything = source.usable_endpoints(self.service_type)
+                    candidates, panic = panic_candidates(usable, everything, self.panic_threshold)
+                    step.set_attributes(
+                        {
+                            "endpoints.usable": len(usable),
+                            "endpoints.total": len(everything),
+                            "panic": panic,
+                        }
+                    )
+            else:
+                usable, everything = source.usable_endpoints(self.service_type)
+                candidates, panic = panic_candidates(usable, everything, self.panic_threshold)
             if panic:
                 metrics["panics"] += 1
-            endpoint = balancer.pick(candidates, tried)
+            if traced:
+                with tracing.span(tracing.SPAN_PICK, {"endpoints.tried": len(tried)}) as step:
+                    endpoint = balancer.pick(candidates, tried)
+                    if endpoint is not None:
+                        step.set_attribute("endpoint.id", endpoint.service_id)
+            else:
+                endpoint = balancer.pick(candidates, tried)
             if endpoint is None:
                 if not tried:
                     metrics["no_endpoint"] += 1
@@ -265,10 +309,15 @@ class ServiceClient:
                 remaining = min(remaining, self.attempt_timeout)
             metrics["attempts"] += 1
             try:
-                async with asyncio.timeout(remaining):
-                    result: T = await self.breaker_for(endpoint).call(
-                        self._attempt, endpoint, operation, args, kwargs
+                if traced:
+                    result: T = await self._guarded_traced(
+                        endpoint, operation, args, kwargs, remaining, len(tried), failures > 0
                     )
+                else:
+                    async with asyncio.timeout(remaining):
+                        result = await self.breaker_for(endpoint).call(
+                            self._attempt, endpoint, operation, args, kwargs
+                        )
             except CircuitBreakerException as exc:
                 metrics["breaker_rejections"] += 1
                 last_error = exc
@@ -282,21 +331,35 @@ class ServiceClient:
                     break
                 if not self.retry_budget.try_retry(clock.monotonic()):
                     metrics["retries_denied"] += 1
+                    if traced:
+                        root.set_attribute("retry.denied", True)
                     break
                 metrics["retries"] += 1
                 continue
             metrics["successes"] += 1
             if len(self._breakers) > 2 * len(everything) + 16:
                 self._prune_breakers(everything)
+            if traced:
+                root.set_attributes(
+                    {
+                        "outcome": "success",
+                        "endpoint.id": endpoint.service_id,
+                        "endpoints.tried": len(tried),
+                    }
+                )
             return result
 
         metrics["failures"] += 1
         if self.fallback is not None:
             metrics["fallbacks"] += 1
+            if traced:
+                root.set_attributes({"outcome": "fallback", "endpoints.tried": len(tried)})
             value = self.fallback(*args, **kwargs)
             if inspect.isawaitable(value):
                 value = await value
             return value  # type: ignore[no-any-return]
+        if traced:
+            root.set_attributes({"outcome": "unavailable", "endpoints.tried": len(tried)})
         reason = (
             f"no {self.service_type.value} endpoint is available"
             if not tried
@@ -307,6 +370,37 @@ class ServiceClient:
         if isinstance(last_error, _BadStatus):
             error.response = last_error.response  # type: ignore[attr-defined]
         raise error from last_error
+
+    async def _guarded_traced(
+        self,
+        endpoint: ServiceEndpoint,
+        operation: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        remaining: float,
+        attempt: int,
+        retry: bool,
+    ) -> T:
+        """One breaker-guarded attempt in a breaker span (a retry span after a failure);
+        the span records the outcome: ``success``, ``failure`` or ``rejected``."""
+        attrs: dict[str, Any] = {"attempt": attempt, "endpoint.id": endpoint.service_id}
+        if retry:
+            attrs["retry.attempt"] = attempt
+        name = tracing.SPAN_RETRY if retry else tracing.SPAN_BREAKER
+        with tracing.span(name, attrs) as step:
+            try:
+                async with asyncio.timeout(remaining):
+                    result: T = await self.breaker_for(endpoint).call(
+                        self._attempt, endpoint, operation, args, kwargs
+                    )
+            except CircuitBreakerException:
+                step.set_attribute("outcome", "rejected")
+                raise
+            except BaseException:
+                step.set_attribute("outcome", "failure")
+                raise
+            step.set_attribute("outcome", "success")
+            return result
 
     async def _attempt(
         self,
@@ -357,9 +451,16 @@ class ServiceClient:
         method = method.upper()
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS
-        return await self.call(
-            self._http, method, path, idempotent=idempotent, timeout=timeout, **kwargs
-        )
+        args = (method, path)
+        if not tracing.enabled():
+            return await self._call(self._http, args, kwargs, idempotent, timeout, None)
+        attrs = {
+            "service.type": self.service_type.value,
+            "http.request.method": method,
+            "url.path": path,
+        }
+        with tracing.span(tracing.SPAN_REQUEST, attrs) as root:
+            return await self._call(self._http_traced, args, kwargs, idempotent, timeout, root)
 
     async def _http(
         self, endpoint: ServiceEndpoint, method: str, path: str, **kwargs: Any
@@ -373,3 +474,40 @@ class ServiceClient:
         if _is_failure_status(result.status):
             raise _BadStatus(result)
         return result
+
+    async def _http_traced(
+        self, endpoint: ServiceEndpoint, method: str, path: str, **kwargs: Any
+    ) -> HttpResponse:
+        """:meth:`_http` in a call span, with the trace context in the request headers
+        (a copy: the caller's headers are left as they were)."""
+        attrs = {
+            "endpoint.id": endpoint.service_id,
+            "server.address": endpoint.host,
+            "server.port": endpoint.port,
+            "http.request.method": method,
+            "url.path": path,
+        }
+        with tracing.span(tracing.SPAN_CALL, attrs) as step:
+            given = kwargs.get("headers")
+            headers: CIMultiDict[str] = CIMultiDict(given) if given else CIMultiDict()
+            kwargs["headers"] = tracing.trace_headers(headers)
+            try:
+                result = await self._http(endpoint, method, path, **kwargs)
+            except _BadStatus as exc:
+                step.set_attribute("http.response.status_code", exc.response.status)
+                raise
+            step.set_attribute("http.response.status_code", result.status)
+            return result
+
+
+async def _traced_operation(
+    operation: Callable[..., Awaitable[T]], endpoint: ServiceEndpoint, *args: Any, **kwargs: Any
+) -> T:
+    """``operation`` in a call span naming the endpoint."""
+    attrs = {
+        "endpoint.id": endpoint.service_id,
+        "server.address": endpoint.host,
+        "server.port": endpoint.port,
+    }
+    with tracing.span(tracing.SPAN_CALL, attrs):
+        return await operation(endpoint, *args, **kwargs)
