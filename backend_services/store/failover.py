@@ -23,6 +23,7 @@ Configuration errors (wrong password, untrusted certificate) are raised by
 from __future__ import annotations
 
 import enum
+import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
@@ -49,6 +50,7 @@ from .protocol import (
     Store,
     StoreStatus,
 )
+from .values import freeze
 
 __all__ = ["FEED_EPOCH", "FailoverStore"]
 
@@ -94,6 +96,9 @@ class FailoverStore:
         self.outages = 0
         self._last_error: str | None = None
         self._closed = False
+        # dedupe ids: a random prefix per store and a counter (unique without a uuid each)
+        self._dedupe_prefix = uuid.uuid4().hex + "-"
+        self._dedupe_seq = itertools.count(1)
 
     # -- lifecycle and status -------------------------------------------------------------
     async def initialize(self) -> None:
@@ -229,6 +234,9 @@ class FailoverStore:
     async def put(
         self, key: str, value: JSON, *, expect_version: int | None = None, ttl: float | None = None
     ) -> int:
+        if type(key) is str and key:
+            value = freeze(key, value)  # encoded once, for the primary and the mirror
+
         def mirror(version: int) -> None:
             self.memory.mirror_record(key, Record(value, version, self._clock.time()), ttl=ttl)
 
@@ -253,12 +261,7 @@ class FailoverStore:
         return existed
 
     async def commit(self, ops: Sequence[Operation]) -> CommitResult:
-        ops = [
-            Append(op.stream, op.event, op.maxlen, uuid.uuid4().hex)
-            if isinstance(op, Append) and op.dedupe_id is None
-            else op
-            for op in ops
-        ]
+        ops = [self._prepared(op) for op in ops]
         result = await self._call(
             lambda: self.primary.commit(ops),
             lambda r: mirror_commit(self.memory, ops, r, self._clock.time()),
@@ -277,6 +280,19 @@ class FailoverStore:
             elif isinstance(op, SetAdd | SetRemove | Append):
                 self._journal.operation(op)
         return result
+
+    def _prepared(self, op: Operation) -> Operation:
+        """``op`` with its value encoded once (for the primary and the mirror) and, for an
+        append, a dedupe id (so a retried or replayed append is never added twice)."""
+        if type(op) is Put:
+            if type(op.key) is str and op.key:
+                frozen = freeze(op.key, op.value)
+                if frozen is not op.value:
+                    return Put(op.key, frozen, op.expect_version, op.ttl)
+        elif isinstance(op, Append) and op.dedupe_id is None:
+            dedupe = f"{self._dedupe_prefix}{next(self._dedupe_seq)}"
+            return Append(op.stream, op.event, op.maxlen, dedupe)
+        return op
 
     async def members(self, key: str) -> set[str]:
         m = self.memory

@@ -67,7 +67,7 @@ from .protocol import (
 )
 from .redis_connect import build_client, classify, parse_target
 from .redis_scripts import LuaScript, load_scripts
-from .values import check_key, check_ttl
+from .values import FrozenJSON, check_key, check_ttl
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_SOCKET_TIMEOUT", "RedisStore"]
 
@@ -87,6 +87,8 @@ _SAFE_POLICY = "noeviction"
 
 
 def _encode(field: str, value: Any) -> str:
+    if type(value) is FrozenJSON:  # already compact JSON text (see values.freeze)
+        return value
     try:
         return _dumps(value)
     except (TypeError, ValueError, RecursionError):
@@ -469,7 +471,7 @@ class RedisStore:
         if type(key) is not str or not key:
             check_key("key", key)
         try:
-            body = _dumps(value)
+            body = value if type(value) is FrozenJSON else _dumps(value)
         except (TypeError, ValueError, RecursionError):
             body = _encode(key, value)  # raises the ValidationError
         expect = "" if expect_version is None else _expect(expect_version)

@@ -40,16 +40,17 @@ _loads = json.loads
 
 
 class FrozenJSON(str):
-    """JSON text of a container value (a ``str`` subclass, so it is immutable)."""
+    """JSON text of a container value (a ``str`` subclass, so it is immutable). Stores take
+    it as the value it encodes: a value frozen once is not encoded again."""
 
     __slots__ = ()
 
 
 def freeze(field: str, value: Any) -> Any:
     """Check ``value`` is JSON-serialisable (``field`` names it in the error); return an
-    immutable form of it."""
+    immutable form of it. An already frozen value is returned as it is (encoded once)."""
     kind = type(value)
-    if kind in _SCALARS:
+    if kind in _SCALARS or kind is FrozenJSON:
         return value
     if kind is float:
         if math.isfinite(value):

@@ -196,3 +196,37 @@ async def test_feed_follower_resyncs_across_an_outage(
     assert follower.running
     await follower.stop()
     await store.close()
+
+
+async def test_a_committed_value_is_encoded_once_for_redis_and_the_mirror(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Put's value is turned into JSON once; Redis and the memory mirror hold the same."""
+    import backend_services.store.redis as redis_store
+    import backend_services.store.values as values
+    from backend_services.store.protocol import Append, Put, SetAdd
+
+    encoded: list[Any] = []
+    real = values._dumps
+
+    def counting(value: Any) -> str:
+        encoded.append(value)
+        return real(value)
+
+    monkeypatch.setattr(values, "_dumps", counting)
+    monkeypatch.setattr(redis_store, "_dumps", counting)
+    doc = {"endpoint": {"host": "10.0.0.1", "port": 80}, "tags": ["a", 1, None]}
+    async with _failover(redis_url, f"enc{uuid.uuid4().hex[:6]}") as store:
+        result = await store.commit(
+            [Put("svc:1", doc, ttl=30), SetAdd("idx", ("1",)), Append("ev", {"id": "1"})]
+        )
+        assert encoded.count(doc) == 1  # (the event is encoded on its own)
+        primary = await store.primary.get("svc:1")
+        mirrored = await store.memory.get("svc:1")
+        assert primary is not None
+        assert mirrored is not None
+        assert primary.value == mirrored.value == doc
+        assert primary.version == mirrored.version == result.versions["svc:1"]
+        await store.put("svc:2", [doc])
+        assert (await store.primary.get("svc:2")).value == [doc]  # type: ignore[union-attr]
+        assert (await store.memory.get("svc:2")).value == [doc]  # type: ignore[union-attr]
