@@ -39,6 +39,7 @@ from redis.backoff import NoBackoff
 
 from ..errors import StoreConfigurationError, StoreError, StoreUnavailableError
 from ..log import mask_url
+from .redis_packing import fast_packing
 
 __all__ = ["RedisTarget", "build_client", "classify", "parse_target"]
 
@@ -165,7 +166,9 @@ def build_client(
         if target.kind == "standalone":
             kwargs: dict[str, Any] = dict(parse_url(target.url))
             kwargs.update(options)
-            return aioredis.Redis.from_pool(ConnectionPool(**kwargs))
+            pool = ConnectionPool(**kwargs)
+            pool.connection_class = fast_packing(pool.connection_class)
+            return aioredis.Redis.from_pool(pool)
         creds = {"username": target.username, "password": target.password}
         creds = {k: v for k, v in creds.items() if v is not None}
         if target.kind == "cluster":
