@@ -22,7 +22,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar
 
 from ..errors import ValidationError
 from ..log import get_logger
@@ -139,7 +139,12 @@ def _label_text(value: object) -> str:
 # --- instruments ---------------------------------------------------------------------
 
 
-class _Metric:
+ChildT = TypeVar("ChildT")
+
+
+class _Metric(Generic[ChildT]):
+    """An instrument: one child (series) per combination of label values."""
+
     kind: MetricKind = "untyped"
 
     def __init__(
@@ -150,6 +155,7 @@ class _Metric:
         *,
         registry: Registry | None = None,
     ) -> None:
+        self._children: dict[LabelValues, ChildT] = {}
         self.name = _check_name(name)
         self.help = help
         self.labelnames = _check_labels(labelnames)
@@ -184,8 +190,40 @@ class _Metric:
     def _pairs(self, key: LabelValues) -> tuple[tuple[str, str], ...]:
         return tuple(zip(self.labelnames, key, strict=True))
 
+    def _new_child(self) -> ChildT:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def labels(self, *args: object, **kwargs: object) -> ChildT:
+        """The series for these label values (created at first use)."""
+        key = self._key(args, kwargs)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._new_child()
+        return child
+
+    def remove(self, *args: object, **kwargs: object) -> None:
+        """Forget one labelled series (e.g. an instance that was deregistered)."""
+        self._children.pop(self._key(args, kwargs), None)
+
     def collect(self) -> MetricFamily:  # pragma: no cover - overridden
         raise NotImplementedError
+
+
+class _HasValue(Protocol):
+    value: float
+
+
+ValueChildT = TypeVar("ValueChildT", bound=_HasValue)
+
+
+class _ValueMetric(_Metric[ValueChildT]):
+    """Counters and gauges: one sample per series."""
+
+    def collect(self) -> MetricFamily:
+        fam = MetricFamily(self.name, self.kind, self.help)
+        for key, child in self._children.items():
+            fam.samples.append(Sample("", self._pairs(key), child.value))
+        return fam
 
 
 class _CounterChild:
@@ -201,38 +239,17 @@ class _CounterChild:
         self.value += amount
 
 
-class Counter(_Metric):
+class Counter(_ValueMetric[_CounterChild]):
     """A value that only goes up (name should end in ``_total``)."""
 
     kind: MetricKind = "counter"
 
-    def __init__(
-        self,
-        name: str,
-        help: str,
-        labelnames: Sequence[str] = (),
-        *,
-        registry: Registry | None = None,
-    ) -> None:
-        self._children: dict[LabelValues, _CounterChild] = {}
-        super().__init__(name, help, labelnames, registry=registry)
-
-    def labels(self, *args: object, **kwargs: object) -> _CounterChild:
-        key = self._key(args, kwargs)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = _CounterChild()
-        return child
+    def _new_child(self) -> _CounterChild:
+        return _CounterChild()
 
     def inc(self, amount: float = 1.0) -> None:
         """Increment the unlabelled counter."""
         self.labels().inc(amount)
-
-    def collect(self) -> MetricFamily:
-        fam = MetricFamily(self.name, "counter", self.help)
-        for key, child in self._children.items():
-            fam.samples.append(Sample("", self._pairs(key), child.value))
-        return fam
 
 
 class _GaugeChild:
@@ -251,28 +268,13 @@ class _GaugeChild:
         self.value -= amount
 
 
-class Gauge(_Metric):
+class Gauge(_ValueMetric[_GaugeChild]):
     """A value that goes up and down."""
 
     kind: MetricKind = "gauge"
 
-    def __init__(
-        self,
-        name: str,
-        help: str,
-        labelnames: Sequence[str] = (),
-        *,
-        registry: Registry | None = None,
-    ) -> None:
-        self._children: dict[LabelValues, _GaugeChild] = {}
-        super().__init__(name, help, labelnames, registry=registry)
-
-    def labels(self, *args: object, **kwargs: object) -> _GaugeChild:
-        key = self._key(args, kwargs)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = _GaugeChild()
-        return child
+    def _new_child(self) -> _GaugeChild:
+        return _GaugeChild()
 
     def set(self, value: float) -> None:
         self.labels().set(value)
@@ -282,16 +284,6 @@ class Gauge(_Metric):
 
     def dec(self, amount: float = 1.0) -> None:
         self.labels().dec(amount)
-
-    def remove(self, *args: object, **kwargs: object) -> None:
-        """Forget one labelled series (e.g. an instance that was deregistered)."""
-        self._children.pop(self._key(args, kwargs), None)
-
-    def collect(self) -> MetricFamily:
-        fam = MetricFamily(self.name, "gauge", self.help)
-        for key, child in self._children.items():
-            fam.samples.append(Sample("", self._pairs(key), child.value))
-        return fam
 
 
 class _HistogramChild:
@@ -310,7 +302,7 @@ class _HistogramChild:
         self.sum += value
 
 
-class Histogram(_Metric):
+class Histogram(_Metric[_HistogramChild]):
     """Observations counted into cumulative buckets, with their count and sum."""
 
     kind: MetricKind = "histogram"
@@ -328,15 +320,10 @@ class Histogram(_Metric):
         if not bounds or any(a >= b for a, b in itertools.pairwise(bounds)):
             raise ValidationError("buckets", list(buckets), "a non-empty increasing sequence")
         self.buckets = bounds
-        self._children: dict[LabelValues, _HistogramChild] = {}
         super().__init__(name, help, labelnames, registry=registry)
 
-    def labels(self, *args: object, **kwargs: object) -> _HistogramChild:
-        key = self._key(args, kwargs)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = _HistogramChild(self.buckets)
-        return child
+    def _new_child(self) -> _HistogramChild:
+        return _HistogramChild(self.buckets)
 
     def observe(self, value: float) -> None:
         self.labels().observe(value)
@@ -369,17 +356,17 @@ class Registry:
     """
 
     def __init__(self) -> None:
-        self._metrics: dict[str, _Metric] = {}
+        self._metrics: dict[str, _Metric[Any]] = {}
         self._collectors: list[Collector] = []
 
-    def register(self, metric: _Metric) -> _Metric:
+    def register(self, metric: _Metric[Any]) -> _Metric[Any]:
         """Add an instrument; its name must be new to this registry."""
         if metric.name in self._metrics and self._metrics[metric.name] is not metric:
             raise ValidationError("name", metric.name, "a metric name not yet registered")
         self._metrics[metric.name] = metric
         return metric
 
-    def unregister(self, item: _Metric | Collector) -> None:
+    def unregister(self, item: _Metric[Any] | Collector) -> None:
         """Remove an instrument or a collector (no error when absent)."""
         if isinstance(item, _Metric):
             if self._metrics.get(item.name) is item:
