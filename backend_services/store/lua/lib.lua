@@ -36,13 +36,18 @@ end
 local APPROXIMATE_TRIM_FROM = 1000
 -- Each stream remembers at least this many recent dedupe ids.
 local DEDUPE_MEMORY = 10000
+-- The ids are trimmed back to the window only once they exceed it by this many, so an
+-- append pays for ZREMRANGEBYRANK once per this many ids rather than every time.
+local DEDUPE_TRIM_SLACK = 1000
 
 local function append_event(stream, seq_key, dedupe_key, maxlen, dedupe_id, data)
-  if dedupe_id ~= '' then
-    local known = redis.call('ZSCORE', dedupe_key, dedupe_id)
-    if known then return tonumber(known) end
-  end
   local seq = redis.call('INCR', seq_key)
+  if dedupe_id ~= '' and redis.call('ZADD', dedupe_key, 'NX', seq, dedupe_id) == 0 then
+    -- A repeat: give the number back (nothing outside the script saw it) and answer the
+    -- sequence the id was first appended at.
+    redis.call('DECR', seq_key)
+    return tonumber(redis.call('ZSCORE', dedupe_key, dedupe_id))
+  end
   local args = {'XADD', stream}
   local limit = nil
   if maxlen ~= '' then
@@ -59,17 +64,25 @@ local function append_event(stream, seq_key, dedupe_key, maxlen, dedupe_id, data
   if type(added) == 'table' and added.err then
     -- The counter is behind the stream (its key was lost): continue after the stream's end.
     local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-    if not top[1] then return redis.error_reply(added.err) end
-    seq = tonumber(string.match(top[1][1], '^(%d+)')) + 1
-    redis.call('SET', seq_key, seq)
-    args[id_at] = seq .. '-0'
-    redis.call(unpack(args))
+    if top[1] then
+      seq = tonumber(string.match(top[1][1], '^(%d+)')) + 1
+      redis.call('SET', seq_key, seq)
+      args[id_at] = seq .. '-0'
+      added = redis.pcall(unpack(args))
+    end
+    if type(added) == 'table' and added.err then
+      -- Not appended: the id must not be remembered, so a retry is not taken for a repeat.
+      if dedupe_id ~= '' then redis.call('ZREM', dedupe_key, dedupe_id) end
+      return redis.error_reply(added.err)
+    end
+    if dedupe_id ~= '' then redis.call('ZADD', dedupe_key, seq, dedupe_id) end
   end
   if dedupe_id ~= '' then
     local window = DEDUPE_MEMORY
     if limit and limit > window then window = limit end
-    redis.call('ZADD', dedupe_key, seq, dedupe_id)
-    redis.call('ZREMRANGEBYRANK', dedupe_key, 0, -(window + 1))
+    if redis.call('ZCARD', dedupe_key) > window + DEDUPE_TRIM_SLACK then
+      redis.call('ZREMRANGEBYRANK', dedupe_key, 0, -(window + 1))
+    end
   end
   return seq
 end
