@@ -4,10 +4,8 @@ in-memory store, fake clock)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from backend_services.degradation.fleet import FLEET_KEY, INSTANCES_KEY, instance_key
 from backend_services.errors import StoreUnavailableError
@@ -22,42 +20,7 @@ from backend_services.store.memory import MemoryStore
 from backend_services.testing import FakeClock
 
 L = DegradationLevel
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def store(clock: FakeClock) -> AsyncIterator[MemoryStore]:
-    s = MemoryStore(clock=clock)
-    await s.initialize()
-    yield s
-    await s.close()
-
-
-Factory = Callable[..., ServiceDegradationManager]
-
-
-@pytest.fixture
-async def make(clock: FakeClock) -> AsyncIterator[Factory]:
-    made: list[ServiceDegradationManager] = []
-
-    def factory(name: str, **kw: Any) -> ServiceDegradationManager:
-        kw.setdefault("clock", clock)
-        kw.setdefault("builtin_monitors", False)
-        kw.setdefault("check_interval", 10.0)
-        kw.setdefault("recovery_delay", 60.0)
-        if "store" not in kw:
-            kw.setdefault("redis_url", None)
-        m = ServiceDegradationManager(name, **kw)
-        made.append(m)
-        return m
-
-    yield factory
-    for m in made:
-        await m.shutdown()
+Factory = Callable[..., ServiceDegradationManager]  # the ``make`` fixture (conftest)
 
 
 def fixed(value: float) -> Callable[[], float]:
