@@ -44,7 +44,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from types import CoroutineType, TracebackType
+from types import CoroutineType, TracebackType, coroutine
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
 
 from ..breaker.config import CircuitBreakerConfig, WindowType
@@ -1085,7 +1085,34 @@ class _Ready:
 
 
 _NO_LOOP = _NoLoop()
-_DONE: Final[Awaitable[None]] = _completed(None)
+
+
+def _finished() -> Awaitable[None]:
+    """An awaitable of ``None`` that allocates nothing when awaited: a generator-based
+    coroutine run to its end once. Awaiting it is a single send to an exhausted
+    generator, which returns ``None`` at once, again and again (unlike a native
+    coroutine, which refuses to be awaited twice). Falls back to a completed future
+    where the interpreter behaves otherwise."""
+
+    @coroutine
+    def nothing() -> Any:
+        return None
+        yield  # a generator: returns at once
+
+    gen = nothing()
+    for _ in gen:  # run it to its end
+        pass
+    try:
+        gen.send(None)
+    except StopIteration as stop:
+        if stop.value is None:
+            return cast(Awaitable[None], gen)
+    except BaseException:  # pragma: no cover - an interpreter without that behaviour
+        pass
+    return _completed(None)  # pragma: no cover
+
+
+_DONE: Final[Awaitable[None]] = _finished()
 
 
 def _fresh_reader(clock: Clock) -> Callable[[], float]:

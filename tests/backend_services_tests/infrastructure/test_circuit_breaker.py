@@ -531,6 +531,22 @@ class TestContextManager:
             async with cb:
                 pytest.fail("body must not run")
 
+    async def test_fast_exit_awaitable_is_reusable(self) -> None:
+        """On the system clock, the fast exit's awaitable gives None each time it is
+        awaited (no exception suppressed) and every entry is counted."""
+        cb = CircuitBreaker("ctx-reuse", cfg(request_timeout=None), None)
+        for _ in range(3):
+            async with cb:
+                pass
+        await cb.__aenter__()
+        done = cb.__aexit__(None, None, None)
+        assert await done is None
+        assert await done is None
+        with pytest.raises(KeyError):
+            async with cb:
+                raise KeyError("x")
+        assert (cb.metrics.successful_calls, cb.metrics.failed_calls) == (4, 1)
+
     async def test_nested_same_breaker(self, make: Callable[..., CircuitBreaker]) -> None:
         """The same breaker nested in one task records both calls."""
         cb = make(request_timeout=None)
