@@ -26,35 +26,9 @@ from backend_services.infrastructure.service_discovery import (
 from backend_services.testing import FakeClock
 from tests.backend_services_tests.discovery.scripted import ScriptedProbe
 from tests.backend_services_tests.discovery.servers import free_port
+from tests.backend_services_tests.spec_examples import DISCOVERY as SPEC_EXAMPLE
 
 M = ServiceType.DTESN_MEMBRANE
-SPEC_EXAMPLE = """
-from backend_services.infrastructure.service_discovery import (
-    ServiceDiscovery, ServiceEndpoint, ServiceType
-)
-
-# Initialize service discovery
-discovery = ServiceDiscovery(
-    redis_url="redis://localhost:6379",
-    health_check_interval=30.0,
-    max_consecutive_failures=3
-)
-await discovery.initialize()
-
-# Register DTESN service
-endpoint = ServiceEndpoint(
-    service_id="dtesn-memory-1",
-    service_type=ServiceType.DTESN_MEMBRANE,
-    host="localhost",
-    port=8081,
-    metadata={"membrane_type": "memory", "capacity": 1000}
-)
-
-await discovery.register_service(endpoint)
-
-# Discover services
-services = await discovery.discover_services(ServiceType.DTESN_MEMBRANE)
-"""
 
 
 def _ep(sid: str = "a", service_type: ServiceType = M, port: int = 8081) -> ServiceEndpoint:
