@@ -127,6 +127,19 @@ def _event(stream: str, event: Any) -> str:
     return _encode(stream, dict(event))
 
 
+def _batch(entries: Sequence[Any]) -> FeedBatch:
+    """A batch from stream entries (at least one): ``(b"<seq>-0", [b"d", json])`` from the
+    read script, ``(b"<seq>-0", {b"d": json})`` from XREAD."""
+    events = [
+        FeedEvent(
+            int(entry_id.partition(b"-")[0]),
+            _loads(fields[b"d"] if type(fields) is dict else fields[1]),
+        )
+        for entry_id, fields in entries
+    ]
+    return FeedBatch(events, events[-1].position)
+
+
 def _members(members: Sequence[str]) -> None:
     for m in members:
         if not isinstance(m, str):
@@ -223,7 +236,10 @@ class RedisStore:
         self._release = scripts["lease_release"]
         self._connected = False
         self._closed = False
-        self._waiters: set[asyncio.Future[None]] = set()  # blocked readers, woken by close()
+        self._xreads: set[asyncio.Future[Any]] = set()  # blocked reads, cancelled by close()
+        # stream -> the position its last read ended at, found consistent with the stream
+        # (a read from there may wait for new events directly)
+        self._followed: dict[str, int] = {}
         self._outages = 0
         self._last_error: str | None = None
         self.server_name: str | None = None
@@ -247,6 +263,7 @@ class RedisStore:
         err = classify(exc, self._where)
         self._last_error = str(err)
         if isinstance(err, StoreUnavailableError):
+            self._followed.clear()  # the server may come back with other streams
             if self._connected:
                 self._outages += 1
                 _log.warning("connection_lost", url=self._where, error=str(err))
@@ -382,9 +399,8 @@ class RedisStore:
     async def close(self) -> None:
         """Close connections; a reader blocked in :meth:`read` returns what it has."""
         self._closed = True
-        for waiter in list(self._waiters):
-            if not waiter.done():
-                waiter.set_result(None)
+        for xread in list(self._xreads):
+            xread.cancel()
         clients = [c for c in (self._blocking, self._client) if c is not None]
         for client in clients:
             try:
@@ -649,6 +665,7 @@ class RedisStore:
         return 0 if raw is None else int(raw)
 
     async def _collect(self, stream: str, after: int, count: int) -> FeedBatch:
+        """Events after ``after`` by the read script, which also says when they are gone."""
         keys = (self._keys.feed + stream, self._keys.feed_seq + stream)
         reply = await self._eval(self._read, keys, (after, count))
         last = int(reply[1])
@@ -657,11 +674,7 @@ class RedisStore:
         entries = reply[2] if len(reply) > 2 else []
         if not entries:
             return FeedBatch([], after)
-        events = [
-            FeedEvent(int(entry_id.partition(b"-")[0]), _loads(fields[1]))
-            for entry_id, fields in entries
-        ]
-        return FeedBatch(events, events[-1].position)
+        return _batch(entries)
 
     async def read(
         self, stream: str, after: int, *, count: int = 500, block: float | None = None
@@ -671,16 +684,33 @@ class RedisStore:
             raise ValidationError("after", after, "an integer position >= 0")
         if type(count) is not int or count < 1:
             raise ValidationError("count", count, "a positive integer")
-        batch = await self._collect(stream, after, count)
-        if batch.events or batch.resync or block is None or block <= 0 or self._closed:
-            return batch
-        if await self._wait(stream, after, block):
+        blocking = block is not None and block > 0 and not self._closed
+        if not blocking or self._followed.get(stream) != after:
+            batch = await self._collect(stream, after, count)
+            if batch.resync:
+                self._followed.pop(stream, None)
+                return batch
+            self._followed[stream] = batch.position
+            if batch.events or not blocking:
+                return batch
+        # ``after`` was checked against the stream by the last read: wait for what comes
+        # next and take it from XREAD's reply. A gap (events trimmed meanwhile) goes back
+        # to the read script, which reports it.
+        assert block is not None
+        entries = await self._wait(stream, after, count, block)
+        if not entries:
+            self._followed.pop(stream, None)  # quiet: the next read checks the stream again
+            return FeedBatch([], after)
+        batch = _batch(entries)
+        if batch.events[0].position != after + 1:
+            self._followed.pop(stream, None)
             return await self._collect(stream, after, count)
+        self._followed[stream] = batch.position
         return batch
 
-    async def _wait(self, stream: str, after: int, block: float) -> bool:
-        """Wait up to ``block`` seconds for an event after ``after``; True if one came.
-        :meth:`close` ends the wait early (False)."""
+    async def _wait(self, stream: str, after: int, count: int, block: float) -> list[Any]:
+        """Up to ``count`` entries after ``after``, waiting up to ``block`` seconds for the
+        first; empty when none came or :meth:`close` ended the wait."""
         if self._blocking is None:
             self._blocking = build_client(self._target, socket_timeout=None, **self._client_options)
         key = self._keys.feed + stream
@@ -688,7 +718,7 @@ class RedisStore:
             self._blocking.execute_command(
                 "XREAD",
                 "COUNT",
-                1,
+                count,
                 "BLOCK",
                 max(1, round(block * 1000)),
                 "STREAMS",
@@ -696,27 +726,29 @@ class RedisStore:
                 f"{after}-0",
             )
         )
-        closing = asyncio.get_running_loop().create_future()
-        self._waiters.add(closing)
+        self._xreads.add(xread)
         try:
-            await asyncio.wait(
-                (xread, closing),
-                timeout=block + self._socket_timeout,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            self._waiters.discard(closing)
-            if not xread.done():
-                xread.cancel()  # redis-py drops a connection cancelled mid-reply
-                await asyncio.gather(xread, return_exceptions=True)
-        if self._closed:
-            return False
-        if xread.cancelled():
-            raise self._fail(TimeoutError(f"XREAD BLOCK {block}s got no reply"))
-        exc = xread.exception()
-        if exc is not None:
+            async with asyncio.timeout(block + self._socket_timeout):
+                reply = await xread
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed and task is not None and not task.cancelling():
+                return []  # close() ended the wait
+            raise
+        except TimeoutError:
+            raise self._fail(TimeoutError(f"XREAD BLOCK {block}s got no reply")) from None
+        except _ERRORS as exc:
+            if self._closed:
+                return []
             raise self._fail(exc) from exc
-        return bool(xread.result())
+        finally:
+            self._xreads.discard(xread)
+        if not reply:
+            return []
+        if isinstance(reply, dict):  # RESP3: {stream: [entries]}
+            (entries,) = reply.values()
+            return entries[0] if entries and isinstance(entries[0], list) else entries
+        return reply[0][1]  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return f"RedisStore({self._where!r}, namespace={self.namespace!r})"

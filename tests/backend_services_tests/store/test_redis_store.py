@@ -388,6 +388,51 @@ async def test_close_releases_a_blocked_reader(redis_url: str) -> None:
     assert (batch.events, batch.position, batch.resync) == ([], 0, False)
 
 
+async def test_a_follow_up_read_takes_events_from_xread_alone(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blocking read from where the last read ended gets its events from XREAD's reply
+    without running the read script again; a read from anywhere else runs it first."""
+    store = await make_store()
+    await store.append("f", {"i": 1})
+    scripts: list[int] = []
+    collect = store._collect
+
+    async def counted(stream: str, after: int, count: int) -> Any:
+        scripts.append(after)
+        return await collect(stream, after, count)
+
+    monkeypatch.setattr(store, "_collect", counted)
+    first = await store.read("f", 0, block=5)
+    assert [e.data for e in first.events] == [{"i": 1}]
+    assert scripts == [0]
+    reader = asyncio.create_task(store.read("f", first.position, block=5))
+    await asyncio.sleep(0.05)
+    await store.commit([Append("f", {"i": 2}), Append("f", {"i": 3})])
+    second = await asyncio.wait_for(reader, 5)
+    assert [(e.position, e.data) for e in second.events] == [(2, {"i": 2}), (3, {"i": 3})]
+    assert scripts == [0]  # XREAD's reply was enough
+    third = await store.read("f", 1, block=5)  # not where the last read ended
+    assert [e.position for e in third.events] == [2, 3]
+    assert scripts == [0, 1]
+
+
+async def test_events_trimmed_during_a_wait_are_reported_as_a_resync(
+    make_store: StoreFactory, admin: Any
+) -> None:
+    """When XREAD answers past a gap (the reader's next events were trimmed meanwhile),
+    the read reports a resync instead of skipping them."""
+    store = await make_store()
+    await store.append("f", {"i": 1})
+    first = await store.read("f", 0, block=5)
+    assert first.position == 1
+    for i in range(2, 6):
+        await store.append("f", {"i": i})
+    await admin.xtrim(store.keys.feed + "f", maxlen=2, approximate=False)  # 2, 3 are gone
+    batch = await store.read("f", 1, block=5)
+    assert (batch.resync, batch.position, batch.events) == (True, 5, [])
+
+
 async def test_reconciliation_keeps_the_writers_time(make_store: StoreFactory) -> None:
     """PutIfNewer stores the given updated_at exactly, so later comparisons are exact."""
     store = await make_store()
