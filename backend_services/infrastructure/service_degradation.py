@@ -16,49 +16,52 @@ recovery goes one level per ``recovery_delay`` of good readings (see
 lookups in tables recomputed only on a level change. With a Redis URL (argument,
 ``DTESN_SERVICE_REDIS_URL`` or the settings file) each manager publishes its level for
 :class:`GlobalDegradationManager` and follows fleet commands (emergency shutdown).
+
+The manager is built from parts, each in its own module (all names below stay importable
+from here):
+
+* :mod:`.degradation_state` — construction, read-only views, applying a level change;
+* :mod:`.degradation_overrides` — manual and fleet overrides, the fleet floor;
+* :mod:`.degradation_status` — history, status, metrics, the published fleet record;
+* :mod:`.degradation_permit` — :class:`Permit`, the slot of an admitted request;
+* :mod:`.degradation_sampling` — one monitoring round (built-in and user monitors);
+* :mod:`.degradation_link` — publishing to and following the fleet through the store;
+* :mod:`.degradation_global` — :class:`GlobalDegradationManager`, fleet-wide commands;
+* this module — the lifecycle, feature gating, admission and the monitoring loop.
+
+Pure logic (levels, thresholds, the level policy, gating, shedding, fleet records) is in
+:mod:`backend_services.degradation`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import math
-import os
-import socket
-import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from types import MappingProxyType, TracebackType
+from collections.abc import Callable
 from typing import Any
 
-from ..clock import Clock, resolve_clock
 from ..degradation.events import DegradationEvent
-from ..degradation.fleet import (
-    FleetCommand,
-    InstanceRecord,
-)
-from ..degradation.gating import ALLOWED_PRIORITIES, Feature, FeatureGate
+from ..degradation.gating import Feature
 from ..degradation.levels import (
     DegradationLevel,
     FeaturePriority,
     ResourceThreshold,
     ResourceType,
-    build_thresholds,
-    coerce_level,
     coerce_priority,
     coerce_resource,
 )
-from ..degradation.policy import Change, DegradationPolicy
-from ..degradation.shedding import AdmissionController, AimdLimit
-from ..errors import LifecycleError, RequestShedError, ValidationError
+from ..errors import RequestShedError, ValidationError
 from ..log import get_logger
-from ..resources import LoopLagProbe
-from ..settings import UNSET, Settings, Unset, load_settings, pick, resolve_redis_url
-from ..store.protocol import Store
 from ..tasks import Supervisor
 from .degradation_global import GlobalDegradationManager, get_global_degradation_manager
-from .degradation_link import FleetLink, raise_if_cancelling
-from .degradation_sampling import MonitorFunction, Sampler
+from .degradation_link import FleetLink
+from .degradation_overrides import Overrides
+from .degradation_permit import Permit
+from .degradation_sampling import MonitorFunction, validate_usage
+from .degradation_state import DEFAULT_CHECK_INTERVAL as DEFAULT_CHECK_INTERVAL
+from .degradation_state import DEFAULT_RECOVERY_DELAY as DEFAULT_RECOVERY_DELAY
+from .degradation_state import LevelCallback, Listener
+from .degradation_status import StatusReports
 
 __all__ = [
     "DegradationEvent",
@@ -75,84 +78,8 @@ __all__ = [
 
 _log = get_logger("service_degradation")
 
-DEFAULT_CHECK_INTERVAL = 30.0
-DEFAULT_RECOVERY_DELAY = 60.0
 
-LevelCallback = Callable[[DegradationLevel], Awaitable[Any] | Any]
-Listener = Callable[[DegradationEvent], Awaitable[Any] | Any]
-
-
-async def _call(fn: Callable[..., Any], what: str, service: str, *args: Any) -> None:
-    """Run a callback (sync or async); a failure is logged, never propagated."""
-    try:
-        result = fn(*args)
-        if inspect.isawaitable(result):
-            await result
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        raise_if_cancelling(exc)
-        _log.exception("callback_failed", service=service, callback=what, error=repr(exc))
-
-
-def _seconds(name: str, value: Any, *, allow_zero: bool) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        raise ValidationError(name, value, "seconds >= 0" if allow_zero else "seconds > 0")
-    return float(value)
-
-
-class Permit:
-    """An admitted request's slot (``with`` / ``async with``): releases the concurrency
-    slot with the request's latency on exit; an exception counts as a drop only when it
-    is a timeout."""
-
-    __slots__ = ("_clock", "_inflight", "_limit", "_manager", "_priority", "_started")
-
-    def __init__(self, manager: ServiceDegradationManager, priority: FeaturePriority) -> None:
-        self._manager = manager
-        self._priority = priority
-        self._clock = manager._clock
-        self._limit = manager._limit
-        self._inflight = 0
-        self._started = 0.0
-
-    def __enter__(self) -> Permit:
-        self._manager.admit(self._priority)
-        limit = self._limit
-        if limit is not None:
-            slot = limit.try_acquire()
-            if slot is None:
-                self._manager._shed(self._priority, f"concurrency limit {int(limit.limit)} reached")
-            else:
-                self._inflight = slot
-        self._started = self._clock.monotonic()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._limit is not None:
-            latency = self._clock.monotonic() - self._started
-            dropped = exc_type is not None and issubclass(exc_type, TimeoutError)
-            self._limit.release(latency, self._inflight, dropped=dropped)
-
-    async def __aenter__(self) -> Permit:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
-
-
-class ServiceDegradationManager:
+class ServiceDegradationManager(Overrides, StatusReports):
     """Resource-driven degradation levels, feature gating and admission for one service.
 
     ``check_interval``, ``recovery_delay`` and the thresholds follow the settings
@@ -161,151 +88,10 @@ class ServiceDegradationManager:
     resource -> ResourceThreshold / {level: usage}).
     """
 
-    def __init__(
-        self,
-        service_name: str,
-        resource_thresholds: Mapping[Any, Any] | Iterable[ResourceThreshold] | None = None,
-        check_interval: float | Unset = UNSET,
-        recovery_delay: float | Unset = UNSET,
-        *,
-        redis_url: str | Unset | None = UNSET,
-        clock: Clock | None = None,
-        settings: Settings | None = None,
-        config_file: str | os.PathLike[str] | None = None,
-        builtin_monitors: bool = True,
-        disk_path: str | os.PathLike[str] | None = None,
-        cgroup_root: str | os.PathLike[str] | None = None,
-        proc_cgroup: str | os.PathLike[str] | None = None,
-        loop_lag_interval: float | None = 0.25,
-        loop_lag_limit: float = 1.0,
-        monitor_timeout: float | None = None,
-        stale_after: float | None = None,
-        history_size: int = 1000,
-        follow_fleet_floor: bool = False,
-        concurrency_limit: AimdLimit | None = None,
-        store: Store | None = None,
-        instance_id: str | None = None,
-    ) -> None:
-        if not isinstance(service_name, str) or not service_name.strip():
-            raise ValidationError("service_name", service_name, "a non-empty string")
-        if settings is None:
-            settings = load_settings(config_file)
-        deg = settings.degradation
-        self.service_name = service_name
-        self._clock = resolve_clock(clock)
-        self.check_interval = _seconds(
-            "check_interval",
-            pick(check_interval, deg.check_interval, DEFAULT_CHECK_INTERVAL),
-            allow_zero=False,
-        )
-        self.recovery_delay = _seconds(
-            "recovery_delay",
-            pick(recovery_delay, deg.recovery_delay, DEFAULT_RECOVERY_DELAY),
-            allow_zero=True,
-        )
-        self.resource_thresholds: Mapping[ResourceType, ResourceThreshold] = MappingProxyType(
-            build_thresholds(deg.thresholds, resource_thresholds)
-        )
-        if not isinstance(history_size, int) or isinstance(history_size, bool) or history_size < 1:
-            raise ValidationError("history_size", history_size, "an integer >= 1")
-        if stale_after is None:
-            stale_after = 3 * self.check_interval
-        stale = _seconds("stale_after", stale_after, allow_zero=False)
-        timeout = _seconds(
-            "monitor_timeout",
-            monitor_timeout if monitor_timeout is not None else min(self.check_interval, 10.0),
-            allow_zero=False,
-        )
-        self._redis_url = resolve_redis_url(redis_url, settings) if store is None else None
-        self._store: Store | None = store
-        self._owns_store = store is None
-        self.instance_id = instance_id or (
-            f"{socket.gethostname()}:{os.getpid()}:{service_name}:{uuid.uuid4().hex[:8]}"
-        )
-        lag_probe = None
-        if builtin_monitors and loop_lag_interval is not None:
-            lag_probe = LoopLagProbe(interval=loop_lag_interval, clock=self._clock)
-        self._sampler = Sampler(
-            clock=self._clock,
-            service_name=service_name,
-            builtin=builtin_monitors,
-            cgroup_root=cgroup_root,
-            proc_cgroup=proc_cgroup,
-            disk_path=disk_path,
-            lag_probe=lag_probe,
-            lag_limit=_seconds("loop_lag_limit", loop_lag_limit, allow_zero=False),
-            timeout=timeout,
-        )
-        self._policy = DegradationPolicy(
-            self.resource_thresholds,
-            self.recovery_delay,
-            stale_after=stale,
-            follow_floor=follow_fleet_floor,
-        )
-        self._gate = FeatureGate()
-        self._table = self._gate.table  # name -> enabled now (mutated in place)
-        self._gate_version = 0
-        self._admission = AdmissionController()
-        self._admit_rank = self._admission.admit_rank
-        self._limit = concurrency_limit
-        self._history: deque[DegradationEvent] = deque(maxlen=history_size)
-        self._resources: dict[ResourceType, float] = {}
-        self._degradation_callbacks: list[LevelCallback] = []
-        self._recovery_callbacks: list[LevelCallback] = []
-        self._listeners: list[Listener] = []
-        self._warned_unknown: set[str] = set()
-        self.unknown_feature_lookups = 0
-        self._events_total = 0
-        self._degradations = 0
-        self._recoveries = 0
-        self._rounds = 0
-        self._last_check: float | None = None
-        self._reason = "initial state"
-        self._supervisor: Supervisor | None = None
-        self._expiry_task: asyncio.Task[None] | None = None
-        self._link: FleetLink | None = None
-        self._fleet_override_id: str | None = None
-        self.fleet_floor: DegradationLevel | None = None
-        self._started = False
-        self._closed = False
-
-    # -- read-only views -----------------------------------------------------------------
-    @property
-    def current_level(self) -> DegradationLevel:
-        return self._policy.level
-
-    @property
-    def features(self) -> Mapping[str, Feature]:
-        return MappingProxyType(self._gate.features)
-
-    @property
-    def current_resources(self) -> Mapping[ResourceType, float]:
-        """The latest good usage value of each monitored resource."""
-        return MappingProxyType(self._resources)
-
-    @property
-    def resource_monitors(self) -> Mapping[ResourceType, MonitorFunction]:
-        """User-registered monitors by resource."""
-        return MappingProxyType({r: m.fn for r, m in self._sampler.monitors.items()})
-
-    @property
-    def degradation_history(self) -> tuple[DegradationEvent, ...]:
-        """Level changes, oldest first (bounded by ``history_size``)."""
-        return tuple(self._history)
-
-    @property
-    def forced(self) -> bool:
-        return self._policy.override is not None
-
-    @property
-    def store(self) -> Store | None:
-        return self._store
-
     # -- lifecycle -----------------------------------------------------------------------
     async def initialize(self) -> None:
         """Start monitoring (and fleet publishing/following when a store is configured)."""
-        if self._closed:
-            raise LifecycleError(f"degradation manager {self.service_name!r} was shut down")
+        self._check_open()
         if self._started:
             return
         if self._store is None and self._redis_url is not None:
@@ -378,10 +164,6 @@ class ServiceDegradationManager:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LifecycleError(f"degradation manager {self.service_name!r} was shut down")
 
     # -- features ------------------------------------------------------------------------
     def register_feature(self, feature: Feature) -> None:
@@ -523,8 +305,6 @@ class ServiceDegradationManager:
         """Push a usage value (0..1) produced elsewhere (e.g. share of open breakers for
         EXTERNAL_API); it is used in the next monitoring round."""
         rt = coerce_resource(resource_type)
-        from .degradation_sampling import validate_usage
-
         value = validate_usage(usage)
         if value is None:
             raise ValidationError("usage", usage, "a number between 0 and 1")
@@ -549,60 +329,6 @@ class ServiceDegradationManager:
             return False
         return True
 
-    # -- manual override -----------------------------------------------------------------
-    async def force_degradation(
-        self,
-        level: DegradationLevel | str,
-        reason: str = "Manual trigger",
-        duration: float | None = None,
-        *,
-        source: str = "manual",
-    ) -> None:
-        """Set the level by hand until :meth:`clear_forced_degradation` or, with
-        ``duration``, for that many seconds."""
-        self._check_open()
-        lv = coerce_level(level)
-        now = self._clock.monotonic()
-        until = None
-        if duration is not None:
-            until = now + _seconds("duration", duration, allow_zero=False)
-        change = self._policy.force(lv, str(reason), now, until=until, source=source)
-        self._schedule_expiry(until)
-        if change is not None:
-            await self._apply(change)
-        else:
-            self._refresh_admission()
-            self._want_publish()
-
-    async def clear_forced_degradation(self, reason: str = "Manual clear") -> bool:
-        """End a manual override; the resource-driven level applies at once. False when
-        no override was in force."""
-        self._check_open()
-        had = self._policy.override is not None
-        change = self._policy.clear(self._clock.monotonic(), reason=str(reason))
-        self._schedule_expiry(None)
-        if change is not None:
-            await self._apply(change)
-        self._refresh_admission()
-        self._want_publish()
-        return had
-
-    def _schedule_expiry(self, until: float | None) -> None:
-        task, self._expiry_task = self._expiry_task, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-        if until is not None and not self._closed:
-            self._expiry_task = asyncio.get_running_loop().create_task(
-                self._expire_at(until), name=f"degradation:{self.service_name}:override-expiry"
-            )
-
-    async def _expire_at(self, until: float) -> None:
-        await self._clock.sleep(max(0.0, until - self._clock.monotonic()))
-        change = self._policy.tick(self._clock.monotonic())
-        if change is not None:
-            await self._apply(change)
-        self._refresh_admission()
-
     # -- the monitoring loop ---------------------------------------------------------------
     async def _monitor_loop(self) -> None:
         while True:
@@ -625,252 +351,6 @@ class ServiceDegradationManager:
         self._refresh_admission()
         self._want_publish()
         return self._policy.level
-
-    def _regate(self) -> None:
-        self._gate_version = self._policy.gate_version
-        on, off = self._gate.apply(self._policy.level, self._policy.dependency_levels)
-        if on or off:
-            _log.info(
-                "features_changed",
-                service=self.service_name,
-                level=self._policy.level.value,
-                enabled=on,
-                disabled=off,
-            )
-
-    def _refresh_admission(self) -> None:
-        now = self._clock.monotonic()
-        eta = self._policy.next_improvement_in(now)
-        self._admission.set_level(self._policy.level, None if eta is None else now + eta)
-        self._admit_rank = self._admission.admit_rank
-
-    async def _apply(self, change: Change) -> None:
-        self._regate()
-        self._refresh_admission()
-        self._reason = change.reason
-        snapshot = {r.value: round(v, 6) for r, v in self._resources.items()}
-        event = DegradationEvent(
-            service_name=self.service_name,
-            timestamp=self._clock.time(),
-            old_level=change.old,
-            new_level=change.new,
-            reason=change.reason,
-            source=change.source,
-            resources=MappingProxyType(snapshot),
-            forced=self._policy.override is not None,
-        )
-        self._history.append(event)
-        self._events_total += 1
-        degrading = change.is_degradation
-        if degrading:
-            self._degradations += 1
-        else:
-            self._recoveries += 1
-        (_log.warning if degrading else _log.info)(
-            "level_changed",
-            service=self.service_name,
-            old=change.old.value,
-            new=change.new.value,
-            reason=change.reason,
-            source=change.source,
-            resources=snapshot,
-        )
-        self._want_publish()
-        callbacks = self._degradation_callbacks if degrading else self._recovery_callbacks
-        kind = "degradation_callback" if degrading else "recovery_callback"
-        for cb in list(callbacks):
-            await _call(cb, kind, self.service_name, change.new)
-        for listener in list(self._listeners):
-            await _call(listener, "listener", self.service_name, event)
-
-    # -- status ----------------------------------------------------------------------------
-    def get_degradation_history(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Level changes as dicts, oldest first; ``limit=N`` gives the newest N."""
-        if limit is not None and (
-            not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
-        ):
-            raise ValidationError("limit", limit, "None or an integer >= 0")
-        events = list(self._history)
-        if limit is not None:
-            events = events[len(events) - limit :] if limit else []
-        return [e.to_dict() for e in events]
-
-    def get_status(self) -> dict[str, Any]:
-        """Everything about the manager's state, as plain data."""
-        now = self._clock.monotonic()
-        ov = self._policy.override
-        return {
-            "service_name": self.service_name,
-            "instance_id": self.instance_id,
-            "current_level": self.current_level.value,
-            "automatic_level": self._policy.auto_level.value,
-            "reason": self._reason,
-            "forced": ov is not None,
-            "override": None
-            if ov is None
-            else {
-                "level": ov.level.value,
-                "reason": ov.reason,
-                "source": ov.source,
-                "remaining": None if ov.until is None else max(0.0, ov.until - now),
-            },
-            "fleet_floor": self.fleet_floor.value if self.fleet_floor else None,
-            "follow_fleet_floor": self._policy.follow_floor,
-            "recovery_in": self._policy.next_improvement_in(now),
-            "resources": {r.value: v for r, v in self._resources.items()},
-            "dependency_levels": {
-                r.value: lv.value for r, lv in self._policy.dependency_levels.items()
-            },
-            "features": {
-                name: {
-                    "priority": f.priority.value,
-                    "enabled": self._table.get(name, False),
-                    "switched_on": f.enabled,
-                    "resource_dependencies": [r.value for r in f.resource_dependencies],
-                }
-                for name, f in self._gate.features.items()
-            },
-            "allowed_priorities": sorted(
-                (p.value for p in ALLOWED_PRIORITIES[self.current_level]),
-                key=lambda v: FeaturePriority(v).rank,
-            ),
-            "thresholds": {r.value: t.as_dict() for r, t in self.resource_thresholds.items()},
-            "monitors": {
-                "builtin": [r.value for r in self._sampler.builtin_types()],
-                "user": [r.value for r in self._sampler.monitors],
-                "errors": dict(self._sampler.errors),
-                "last_errors": dict(self._sampler.last_errors),
-            },
-            "check_interval": self.check_interval,
-            "recovery_delay": self.recovery_delay,
-            "last_check": self._last_check,
-            "rounds": self._rounds,
-            "running": self._started and not self._closed,
-            "shared": self._store is not None,
-        }
-
-    def get_metrics(self) -> dict[str, Any]:
-        """The spec's metrics (``current_level``, ``enabled_features``,
-        ``disabled_features``, ``degradation_events``, ``resource_usage``) and more."""
-        table = self._table
-        enabled = sum(1 for v in table.values() if v)
-        limit = self._limit
-        return {
-            "current_level": self.current_level.value,
-            "enabled_features": enabled,
-            "disabled_features": len(table) - enabled,
-            "degradation_events": self._events_total,
-            "resource_usage": {r.value: round(v, 4) for r, v in self._resources.items()},
-            "degradations": self._degradations,
-            "recoveries": self._recoveries,
-            "forced": self._policy.override is not None,
-            "monitor_errors": sum(self._sampler.errors.values()),
-            "monitoring_rounds": self._rounds,
-            "shed_requests": self._admission.shed_total,
-            "shed_by_priority": dict(self._admission.shed_by_priority),
-            "unknown_feature_lookups": self.unknown_feature_lookups,
-            "concurrency_limit": None if limit is None else int(limit.limit),
-            "inflight": None if limit is None else limit.inflight,
-        }
-
-    # -- fleet -----------------------------------------------------------------------------
-    def _record(self) -> InstanceRecord:
-        table = self._table
-        enabled = sum(1 for v in table.values() if v)
-        return InstanceRecord(
-            service_name=self.service_name,
-            instance_id=self.instance_id,
-            level=self.current_level,
-            forced=self._policy.override is not None,
-            reason=self._reason,
-            resources={r.value: v for r, v in self._resources.items()},
-            enabled_features=enabled,
-            disabled_features=len(table) - enabled,
-            updated_at=self._clock.time(),
-            pid=os.getpid(),
-            host=socket.gethostname(),
-        )
-
-    def _want_publish(self) -> None:
-        if self._link is not None:
-            self._link.want_publish()
-
-    async def apply_fleet_command(self, command: FleetCommand) -> None:
-        """Apply a fleet command (idempotent per command id); an override that targets
-        another service is ignored."""
-        if command.kind == "floor":
-            await self._apply_floor(command)
-            return
-        if not command.targets(self.service_name) or command.id == self._fleet_override_id:
-            return
-        wall = self._clock.time()
-        if not command.active(wall):
-            return
-        self._fleet_override_id = command.id
-        until = None
-        if command.until is not None:
-            until = self._clock.monotonic() + max(0.0, command.until - wall)
-        now = self._clock.monotonic()
-        change = self._policy.force(command.level, command.reason, now, until=until, source="fleet")
-        self._schedule_expiry(until)
-        _log.warning(
-            "fleet_override",
-            service=self.service_name,
-            level=command.level.value,
-            reason=command.reason,
-            command=command.id,
-            targeted=command.service is not None,
-        )
-        if change is not None:
-            await self._apply(change)
-        self._refresh_admission()
-        self._want_publish()
-
-    async def _clear_fleet_override(
-        self, reason: str, *, service: str | None = None, restore: FleetCommand | None = None
-    ) -> None:
-        """End the override the fleet set (only when ``service`` is None or names this
-        manager's service); ``restore``, a fleet-wide override still in force, applies
-        instead when it is still active."""
-        if service is not None and service != self.service_name:
-            return
-        if (
-            restore is not None
-            and restore.kind == "override"
-            and restore.targets(self.service_name)
-            and restore.active(self._clock.time())
-        ):
-            if restore.id != self._fleet_override_id:
-                await self.apply_fleet_command(restore)
-            return
-        self._fleet_override_id = None
-        ov = self._policy.override
-        if ov is None or ov.source != "fleet":
-            return
-        change = self._policy.clear(self._clock.monotonic(), reason=reason, source="fleet")
-        self._schedule_expiry(None)
-        if change is not None:
-            await self._apply(change)
-        self._refresh_admission()
-        self._want_publish()
-
-    async def _apply_floor(self, command: FleetCommand | None) -> None:
-        level = None
-        if command is not None and command.active(self._clock.time()):
-            level = command.level
-        if level == self.fleet_floor:
-            return
-        self.fleet_floor = level
-        _log.info(
-            "fleet_floor",
-            service=self.service_name,
-            floor=level.value if level else None,
-            followed=self._policy.follow_floor,
-        )
-        change = self._policy.set_floor(level, command.reason if command else "floor cleared")
-        if change is not None:
-            await self._apply(change)
-        self._refresh_admission()
 
 
 async def _maybe_await(value: Any) -> Any:
