@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import ConnectionPool, SSLConnection, parse_url
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -40,6 +40,7 @@ from redis.backoff import NoBackoff
 from ..errors import StoreConfigurationError, StoreError, StoreUnavailableError
 from ..log import mask_url
 from .redis_packing import fast_packing
+from .redis_pool import WaitingPool
 
 __all__ = ["RedisTarget", "build_client", "classify", "parse_target"]
 
@@ -144,7 +145,8 @@ def build_client(
     """A redis-py asyncio client for ``target`` (nothing is connected yet).
 
     Connection errors are retried once, at once (a pooled connection may be stale after a
-    server restart); anything longer is the caller's business.
+    server restart); anything longer is the caller's business. On one server, commands
+    beyond the pool's size wait for a connection (:class:`WaitingPool`).
     """
     ssl_given = {k: v for k, v in (ssl_options or {}).items() if v is not None}
     if ssl_given and not target.tls:
@@ -166,7 +168,7 @@ def build_client(
         if target.kind == "standalone":
             kwargs: dict[str, Any] = dict(parse_url(target.url))
             kwargs.update(options)
-            pool = ConnectionPool(**kwargs)
+            pool = WaitingPool(wait_timeout=socket_timeout, **kwargs)
             pool.connection_class = fast_packing(pool.connection_class)
             return aioredis.Redis.from_pool(pool)
         creds = {"username": target.username, "password": target.password}
