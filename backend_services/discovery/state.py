@@ -83,6 +83,9 @@ class DiscoveryState:
         self._discovery_requests = 0
         self._machines: dict[str, HealthState] = {}
         self._owned: dict[str, Owned] = {}
+        # ids whose register_service() call is between its write and applying it locally:
+        # the feed copy of that write is left to the call
+        self._registering: dict[str, int] = {}
         self._unsynced: set[str] = set()
         self._preserved: dict[str, float] = {}
         self._outlier_policy = outlier_policy or OutlierPolicy()

@@ -1,7 +1,8 @@
 """Keeping the local view in step with the registry: the change feed and full reloads.
 
-Feed events are applied in feed order; this process's own writes were applied when
-made, so their feed copies are skipped before being decoded. A reload (the reader's
+Feed events are applied in feed order; this process's own writes are applied where they
+are made, so their feed copies are skipped before being decoded (also when the copy
+arrives before the write's reply). A reload (the reader's
 feed position is gone, the store switched backends) replaces the view, but instances
 missing from it are kept for a short confirmation delay: after a registry reset their
 owners register them again, and a reload from the fallback store during an outage is
@@ -26,11 +27,19 @@ class FeedSync(DiscoveryState):
     """Feed and reload handling of a discovery process."""
 
     async def _on_events(self, events: list[FeedEvent]) -> None:
-        signer, view = self._signer, self._view
+        signer, view, registering = self._signer, self._view, self._registering
         for event in events:
-            sid = event.data.get("id")
-            if isinstance(sid, str) and not view.is_fresh(sid, event.position):
-                continue  # this process wrote it and already applied it (or newer)
+            data = event.data
+            sid = data.get("id")
+            if isinstance(sid, str):
+                if not view.is_fresh(sid, event.position):
+                    continue  # this process wrote it and already applied it (or newer)
+                if (
+                    sid in registering
+                    and data.get("writer") == self.node_id
+                    and data.get("op") == "register"
+                ):
+                    continue  # its register_service() call applies it, with its position
             try:
                 doc = read_event(event.data, signer)
             except RejectedRecord as exc:

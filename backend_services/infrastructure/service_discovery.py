@@ -431,28 +431,32 @@ class ServiceDiscovery(FeedSync, Upkeep):
         previous_type = existing.endpoint.service_type if existing is not None else None
         self._owned[sid] = owned
         position = 0
+        self._registering[sid] = self._registering.get(sid, 0) + 1
         try:
-            position = await registry.register(
-                Registration(
-                    endpoint,
-                    doc,
-                    health,
-                    previous_type=previous_type,
-                    replaces=existing is not None and not same,
+            try:
+                position = await registry.register(
+                    Registration(
+                        endpoint,
+                        doc,
+                        health,
+                        previous_type=previous_type,
+                        replaces=existing is not None and not same,
+                    )
                 )
+                self._unsynced.discard(sid)
+            except StoreConfigurationError:
+                self._owned.pop(sid, None)
+                raise
+            except Exception as exc:
+                self._stats["store_errors"] += 1
+                self._unsynced.add(sid)
+                self._renew_now.set()
+                _log.warning("registration_deferred", service_id=sid, error=repr(exc))
+            change = self._view.upsert(
+                endpoint, health, owner=self.node_id, position=position, local=position > 0
             )
-            self._unsynced.discard(sid)
-        except StoreConfigurationError:
-            self._owned.pop(sid, None)
-            raise
-        except Exception as exc:
-            self._stats["store_errors"] += 1
-            self._unsynced.add(sid)
-            self._renew_now.set()
-            _log.warning("registration_deferred", service_id=sid, error=repr(exc))
-        change = self._view.upsert(
-            endpoint, health, owner=self.node_id, position=position, local=position > 0
-        )
+        finally:
+            self._done_registering(sid)
         if change is not None:
             self._after_change(change)
         _log.info(
@@ -464,6 +468,11 @@ class ServiceDiscovery(FeedSync, Upkeep):
         if not same:
             self._probe_now(endpoint)
         return True
+
+    def _done_registering(self, service_id: str) -> None:
+        left = self._registering.pop(service_id, 1) - 1
+        if left:
+            self._registering[service_id] = left
 
     async def register_services(self, endpoints: Iterable[ServiceEndpoint]) -> list[bool]:
         """Register many instances at once; their writes share a few commits. Every

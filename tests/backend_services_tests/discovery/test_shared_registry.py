@@ -424,3 +424,43 @@ async def test_view_age_is_zero_while_current(clock: FakeClock, make: Make) -> N
     await clock.advance(1)
     assert d.view_age() == 0.0
     assert d.get_metrics()["view_age_seconds"] == 0.0
+
+
+class FeedBeforeReply(MemoryStore):
+    """A store whose commits answer only once the change feed has handed their events to
+    ``follower_of`` (the order a registering process may see them in over a network)."""
+
+    follower_of: ServiceDiscovery | None = None
+
+    async def commit(self, ops: Any) -> Any:
+        result = await super().commit(ops)
+        end = max(result.positions.values(), default=0)
+        d = self.follower_of
+        while d is not None and d._follower is not None and (d._follower.position or 0) < end:  # noqa: ASYNC110
+            await asyncio.sleep(0)  # let the follower run; no time passes
+        return result
+
+
+async def test_own_registrations_are_left_to_their_calls_not_the_feed(clock: FakeClock) -> None:
+    """The feed copy of this process's registration is not decoded and applied again even
+    when it arrives before the registering call resumes; another process's is applied."""
+    store = FeedBeforeReply(clock=clock)
+    options: dict[str, Any] = {"clock": clock, "store": store, "health_check_interval": 10.0}
+    local = ServiceDiscovery(node_id="local", probe=ScriptedProbe("local"), **options)
+    other = ServiceDiscovery(node_id="other", probe=ScriptedProbe("other"), **options)
+    async with local, other:
+        applied: list[str] = []
+        apply = local._apply_event
+
+        def recording(doc: Any, position: int) -> None:
+            if doc.op == "register":
+                applied.append(doc.service_id)
+            apply(doc, position)
+
+        local._apply_event = recording  # type: ignore[method-assign]
+        store.follower_of = local
+        await asyncio.gather(*(local.register_service(_ep(f"own-{i}")) for i in range(20)))
+        await other.register_service(_ep("theirs"))
+        assert applied == ["theirs"]
+        assert {f"own-{i}" for i in range(20)} | {"theirs"} == set(local.services)
+        assert local.get_metrics()["registered_services"] == 21
