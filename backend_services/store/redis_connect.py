@@ -40,7 +40,7 @@ from redis.backoff import NoBackoff
 from ..errors import StoreConfigurationError, StoreError, StoreUnavailableError
 from ..log import mask_url
 from .redis_packing import fast_packing
-from .redis_pool import WaitingPool
+from .redis_pool import WaitingPool, WaitingSentinelPool
 
 __all__ = ["RedisTarget", "build_client", "classify", "parse_target"]
 
@@ -145,8 +145,8 @@ def build_client(
     """A redis-py asyncio client for ``target`` (nothing is connected yet).
 
     Connection errors are retried once, at once (a pooled connection may be stale after a
-    server restart); anything longer is the caller's business. On one server, commands
-    beyond the pool's size wait for a connection (:class:`WaitingPool`).
+    server restart); anything longer is the caller's business. On one server and behind
+    Sentinel, commands beyond the pool's size wait for a connection (:class:`WaitingPool`).
     """
     ssl_given = {k: v for k, v in (ssl_options or {}).items() if v is not None}
     if ssl_given and not target.tls:
@@ -191,7 +191,12 @@ def build_client(
             list(target.nodes), sentinel_kwargs=sentinel_kwargs
         )
         assert target.service is not None
-        return sentinel.master_for(target.service, **sentinel_options)
+        return sentinel.master_for(
+            target.service,
+            connection_pool_class=WaitingSentinelPool,
+            wait_timeout=socket_timeout,
+            **sentinel_options,
+        )
     except (TypeError, ValueError, rex.RedisClusterException) as exc:
         raise _bad(target.url, f"valid connection options ({exc})") from None
 

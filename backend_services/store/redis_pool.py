@@ -6,6 +6,7 @@ concurrent writes looked like an outage and sent a failover store to memory.
 :class:`WaitingPool` queues them instead: a command that finds every connection busy
 waits, first come first served, until one is given back, for at most ``wait_timeout``
 seconds, and only then fails. While connections are free it costs one comparison.
+(Redis Cluster clients keep their own per-node pools, which this does not cover.)
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ from typing import Any
 
 import redis.exceptions as rex
 from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.sentinel import SentinelConnectionPool
 
-__all__ = ["WaitingPool"]
+__all__ = ["WaitingPool", "WaitingSentinelPool"]
 
 
 class WaitingPool(ConnectionPool):
     """A :class:`~redis.asyncio.connection.ConnectionPool` whose commands wait for a
     connection when all are busy (up to ``wait_timeout`` seconds; ``None``: no limit)."""
 
-    def __init__(self, *, wait_timeout: float | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *args: Any, wait_timeout: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.wait_timeout = wait_timeout
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._reserved = 0  # connections promised to woken waiters that have not run yet
@@ -69,3 +71,7 @@ class WaitingPool(ConnectionPool):
             if not waiter.done():  # a cancelled waiter is skipped
                 self._reserved += 1
                 waiter.set_result(None)
+
+
+class WaitingSentinelPool(WaitingPool, SentinelConnectionPool):
+    """:class:`WaitingPool` for the master (or a replica) named by Sentinel."""

@@ -55,13 +55,20 @@ async def test_cluster_url_runs_every_script_in_one_slot(
 async def test_sentinel_url_finds_the_master(
     redis_server_factory: Callable[..., RedisServer],
 ) -> None:
-    """redis+sentinel://host:port/service asks the sentinel for the master and uses it."""
+    """redis+sentinel://host:port/service asks the sentinel for the master and uses it,
+    queueing commands beyond its pool's size."""
     master = redis_server_factory(password="pw")
     sentinel = redis_server_factory(sentinel_for=(master.host, master.port), password="pw")
-    store = RedisStore(f"redis+sentinel://:pw@{sentinel.host}:{sentinel.port}/mymaster")
+    store = RedisStore(
+        f"redis+sentinel://:pw@{sentinel.host}:{sentinel.port}/mymaster", max_connections=3
+    )
     await store.initialize()
     try:
         await _multi_key_work(store)
+        # a burst beyond the pool's size is queued, not taken for an outage
+        assert await asyncio.gather(*(store.incr("burst") for _ in range(100)))
+        assert await store.incr("burst", 0) == 100
+        assert store.status().outages == 0
     finally:
         await store.close()
 
