@@ -28,7 +28,9 @@ that ``failure_on_result`` counts as a failure is still returned.
 Hot path: while the breaker is closed, a call costs a flag test, two clock reads, an
 integer increment and two comparisons (plus one dict store and delete when a request
 timeout is set). Everything else — opening, half-open trials, listeners, fallbacks,
-sharing — happens on slower paths that the flags divert to.
+sharing — happens on slower paths that the flags divert to. The decorator's wrappers
+are in :mod:`~backend_services.infrastructure.cb.wrappers`, the finished awaitables the
+``async with`` fast paths return in :mod:`~backend_services.infrastructure.cb.awaitables`.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from types import CoroutineType, TracebackType, coroutine
+from types import CoroutineType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
 
 from ..breaker.config import CircuitBreakerConfig, WindowType
@@ -56,8 +58,10 @@ from ..errors import CircuitBreakerException, LifecycleError, ValidationError
 from ..log import get_logger
 from ..settings import UNSET, Unset, resolve_redis_url
 from ..store.protocol import Store
+from .cb.awaitables import DONE, completed
 from .cb.notify import Listener, Listeners, current_failure, run_fallback, run_fallback_sync
 from .cb.watchdog import current_task_of, watchdog_for
+from .cb.wrappers import async_wrapper, async_wrapper_timed, sync_wrapper
 
 if TYPE_CHECKING:
     from .cb.fleet import FleetLink
@@ -84,7 +88,6 @@ _log = get_logger("circuit_breaker")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_INF: Final = float("inf")
 _CANCELLED: Final = asyncio.CancelledError
 _TRANSITION: Final = EventKind.STATE_TRANSITION
 _isawaitable: Final = inspect.isawaitable
@@ -793,7 +796,7 @@ class CircuitBreaker(BreakerCore):
                 self._n += 1
                 if t1 - t0 >= self._slow_thr or t1 >= self._roll_at:
                     self._success_attention(None, t1, t1 - t0)
-                return _DONE
+                return DONE
             if self._rt is not None and self._thread == _get_ident():
                 t0 = self._inflight.pop(current_task_of(self._loop), None)  # type: ignore[arg-type]
                 if t0 is not None:
@@ -801,11 +804,11 @@ class CircuitBreaker(BreakerCore):
                     self._n += 1
                     if t1 - t0 >= self._slow_thr or t1 >= self._roll_at:
                         self._success_attention(None, t1, t1 - t0)
-                    return _DONE
+                    return DONE
         return self._exit_slow(exc)
 
     def _make_entered(self) -> Awaitable[CircuitBreaker]:
-        self._entered = _completed(self)
+        self._entered = completed(self)
         return self._entered
 
     async def _enter_slow(self) -> CircuitBreaker:
@@ -983,12 +986,12 @@ class CircuitBreaker(BreakerCore):
             fallback = self.fallback_function
         if inspect.iscoroutinefunction(func):
             wrapper: Callable[..., Any] = (
-                _async_wrapper_timed(self, func, fallback)
+                async_wrapper_timed(self, func, fallback)
                 if self._rt is not None
-                else _async_wrapper(self, func, fallback)
+                else async_wrapper(self, func, fallback)
             )
         else:
-            wrapper = _sync_wrapper(self, func, fallback)
+            wrapper = sync_wrapper(self, func, fallback)
         wrapped = functools.wraps(func)(wrapper)
         wrapped.circuit_breaker = self  # type: ignore[attr-defined]
         return cast(Callable[P, R], wrapped)
@@ -1043,7 +1046,7 @@ class _SystemClockCircuitBreaker(CircuitBreaker):
             self._n += 1
             if t1 - t0 >= self._slow_thr or t1 >= self._roll_at:
                 self._success_attention(None, t1, t1 - t0)
-            return _DONE
+            return DONE
         return CircuitBreaker.__aexit__(self, exc_type, exc, tb)
 
 
@@ -1052,67 +1055,6 @@ _SystemClockCircuitBreaker.__qualname__ = "CircuitBreaker"
 _monotonic: Final = time.monotonic
 
 _BACKGROUND: set[asyncio.Task[Any]] = set()
-
-
-class _NoLoop:
-    """Enough of a loop to create futures that are completed at once and never wait."""
-
-    def get_debug(self) -> bool:
-        return False
-
-
-def _completed(value: Any) -> Awaitable[Any]:
-    """An awaitable that is already done with ``value``: awaiting it never suspends and
-    touches no event loop, so one object serves every loop. (A completed future is the
-    cheapest such awaitable; a coroutine would cost a frame per ``async with``.)"""
-    try:
-        future: asyncio.Future[Any] = asyncio.Future(loop=_NO_LOOP)  # type: ignore[arg-type]
-        future.set_result(value)
-        return future
-    except Exception:  # pragma: no cover - an asyncio without loop-free futures
-        return _Ready(value)
-
-
-class _Ready:
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __await__(self) -> Any:
-        return self.value
-        yield  # a generator: returns at once
-
-
-_NO_LOOP = _NoLoop()
-
-
-def _finished() -> Awaitable[None]:
-    """An awaitable of ``None`` that allocates nothing when awaited: a generator-based
-    coroutine run to its end once. Awaiting it is a single send to an exhausted
-    generator, which returns ``None`` at once, again and again (unlike a native
-    coroutine, which refuses to be awaited twice). Falls back to a completed future
-    where the interpreter behaves otherwise."""
-
-    @coroutine
-    def nothing() -> Any:
-        return None
-        yield  # a generator: returns at once
-
-    gen = nothing()
-    for _ in gen:  # run it to its end
-        pass
-    try:
-        gen.send(None)
-    except StopIteration as stop:
-        if stop.value is None:
-            return cast(Awaitable[None], gen)
-    except BaseException:  # pragma: no cover - an interpreter without that behaviour
-        pass
-    return _completed(None)  # pragma: no cover
-
-
-_DONE: Final[Awaitable[None]] = _finished()
 
 
 def _fresh_reader(clock: Clock) -> Callable[[], float]:
@@ -1129,124 +1071,6 @@ def _fresh_reader(clock: Clock) -> Callable[[], float]:
         return read() + 0.0
 
     return fresh
-
-
-# --- the wrappers (closures: every constant is a cell, not an attribute) -------------------
-
-
-def _async_wrapper_timed(
-    b: CircuitBreaker, func: Callable[..., Awaitable[Any]], fallback: Callable[..., Any] | None
-) -> Callable[..., Awaitable[Any]]:
-    mono = b._mono
-    slow_thr = b._slow_thr
-    failed = b._failed
-    guarded = b._guarded
-    attention = b._success_attention
-    get_ident = _get_ident
-
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if b._fast:
-            # the task, if this thread runs the loop the breaker is bound to
-            task = current_task_of(b._loop) if b._thread == get_ident() else None
-            if task is not None:
-                t0 = mono()
-                inflight = b._inflight
-                if inflight.setdefault(task, t0) is t0:
-                    try:
-                        result = await func(*args, **kwargs)
-                    except BaseException as exc:
-                        return await failed(exc, ADMIT, t0, task, fallback, args, kwargs)
-                    t1 = mono()
-                    try:
-                        del inflight[task]
-                    except KeyError:  # the watchdog fired but the call returned anyway
-                        b._settle_timeout(task, t0)
-                        b._record_error(ADMIT, b._timeout_error(), t1, t1 - t0, True)
-                        return result
-                    b._n += 1
-                    if t1 - t0 >= slow_thr or t1 >= b._roll_at:
-                        attention(result, t1, t1 - t0)
-                    return result
-        else:
-            now = mono()
-            if now < b._reject_until:  # open and not yet due: reject without asking
-                if fallback is None:  # raised unbound: no frame -> exception cycle
-                    raise b._reject_now(now)
-                return await run_fallback(fallback, b._reject_now(now), args, kwargs)
-        return await guarded(func, args, kwargs, fallback)
-
-    return wrapper
-
-
-def _async_wrapper(
-    b: CircuitBreaker, func: Callable[..., Awaitable[Any]], fallback: Callable[..., Any] | None
-) -> Callable[..., Awaitable[Any]]:
-    mono = b._mono
-    slow_thr = b._slow_thr
-    failed = b._failed
-    guarded = b._guarded
-    attention = b._success_attention
-
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if b._fast:
-            t0 = mono()
-            try:
-                result = await func(*args, **kwargs)
-            except BaseException as exc:
-                return await failed(exc, ADMIT, t0, None, fallback, args, kwargs)
-            t1 = mono()
-            b._n += 1
-            if t1 - t0 >= slow_thr or t1 >= b._roll_at:
-                attention(result, t1, t1 - t0)
-            return result
-        now = mono()
-        if now < b._reject_until:  # open and not yet due: reject without asking
-            if fallback is None:  # raised unbound: no frame -> exception cycle
-                raise b._reject_now(now)
-            return await run_fallback(fallback, b._reject_now(now), args, kwargs)
-        return await guarded(func, args, kwargs, fallback)
-
-    return wrapper
-
-
-def _sync_wrapper(
-    b: CircuitBreaker, func: Callable[..., Any], fallback: Callable[..., Any] | None
-) -> Callable[..., Any]:
-    mono = b._mono
-    # synchronous calls cannot be interrupted: one longer than request_timeout is a failure
-    limit = min(b._slow_thr, _INF if b._rt is None else b._rt)
-    guarded = b._guarded_sync
-    attention = b._success_attention
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if b._fast:
-            t0 = mono()
-            try:
-                result = func(*args, **kwargs)
-            except Exception as exc:
-                t1 = mono()
-                b._record_error(ADMIT, exc, t1, t1 - t0, False)
-                if fallback is not None:
-                    return run_fallback_sync(fallback, exc, args, kwargs)
-                raise
-            t1 = mono()
-            if t1 - t0 >= limit or t1 >= b._roll_at:
-                if b._rt is not None and t1 - t0 > b._rt:
-                    b._record_error(ADMIT, b._timeout_error(), t1, t1 - t0, True)
-                    return result
-                b._n += 1
-                attention(result, t1, t1 - t0)
-                return result
-            b._n += 1
-            return result
-        now = mono()
-        if now < b._reject_until:  # open and not yet due: reject without asking
-            if fallback is None:  # raised unbound: no frame -> exception cycle
-                raise b._reject_now(now)
-            return run_fallback_sync(fallback, b._reject_now(now), args, kwargs)
-        return guarded(func, args, kwargs, fallback)
-
-    return wrapper
 
 
 # --- registry --------------------------------------------------------------------------
