@@ -3,7 +3,7 @@
 Each is a closure specialised when it is made — async with a request timeout
 (registered with the watchdog), async without one, and sync — so that every constant
 of the fast path is a cell, not an attribute. They are near-copies of
-:meth:`~backend_services.infrastructure.circuit_breaker.CircuitBreaker.call`'s fast paths,
+:meth:`~backend_services.infrastructure.cb.breaker.CircuitBreaker.call`'s fast paths,
 kept apart on purpose: a shared helper would cost a call per call (measured by
 ``benchmarks/bench_circuit_breaker.py``). Anything off the fast path goes to the
 breaker's general paths.
@@ -20,7 +20,7 @@ from .notify import run_fallback, run_fallback_sync
 from .watchdog import current_task_of
 
 if TYPE_CHECKING:
-    from ..circuit_breaker import CircuitBreaker
+    from .breaker import CircuitBreaker
 
 __all__ = ["async_wrapper", "async_wrapper_timed", "sync_wrapper"]
 
