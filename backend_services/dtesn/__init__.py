@@ -2,7 +2,8 @@
 
 * :mod:`.reservoir` — the seeded deep reservoir (pure numpy);
 * :mod:`.service` — the aiohttp service (``/health``, ``/process``, ``/membrane_info``,
-  ``/metrics``, admin endpoints);
+  ``/metrics``, admin endpoints), built from :mod:`.state`, :mod:`.processing`,
+  :mod:`.reports` and :mod:`.admin`; :mod:`.options` holds ``MembraneOptions``;
 * :mod:`.runtime` — the service wired to discovery, configuration and degradation;
 * :mod:`.server` — ``python -m backend_services.dtesn`` (one membrane per OS process).
 """
