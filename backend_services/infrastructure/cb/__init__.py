@@ -1,2 +1,13 @@
-"""Async parts of the circuit breaker shell: the request-timeout watchdog, listener and
-fallback helpers, and the link that shares breaker state through the store."""
+"""The circuit breaker's async shell, in layers (each module builds on the one before):
+
+* ``shell`` — construction, connecting to shared state, reading and manual control;
+* ``recording`` — listeners, recording outcomes, timeouts, admission, the general paths;
+* ``breaker`` — :class:`CircuitBreaker` with the fast paths of ``call``, ``async with``
+  and ``call_sync``, using ``wrappers`` (speed-specialised decorators) and
+  ``awaitables`` (finished awaitables for the fast exits);
+* ``registry`` — named breakers and the ``circuit_breaker`` decorator;
+* ``watchdog`` (request timeouts), ``notify`` (listeners, fallbacks) and ``fleet`` (state
+  shared through the store).
+
+``backend_services.infrastructure.circuit_breaker`` re-exports the public names.
+"""
