@@ -10,6 +10,7 @@ goes through the injected clock, so tests drive restarts with a fake clock.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -20,7 +21,7 @@ from .clock import Clock, resolve_clock
 from .errors import ValidationError
 from .log import get_logger
 
-__all__ = ["Backoff", "Supervisor", "cancel_and_wait"]
+__all__ = ["Backoff", "Supervisor", "call_isolated", "cancel_and_wait", "raise_if_cancelling"]
 
 _log = get_logger("tasks")
 
@@ -202,3 +203,29 @@ async def cancel_and_wait(
         _, pending = await asyncio.wait(pending, timeout=every)
     for t in pending:
         _log.error("task_not_cancellable", task=t.get_name())
+
+
+def raise_if_cancelling(exc: BaseException | None = None) -> None:
+    """Re-raise as a cancellation when the current task is being cancelled. A client
+    library may turn a cancellation into its own error (a timeout, a lost connection);
+    loops that survive such errors call this so that shutdown still stops them."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
+
+
+async def call_isolated(
+    fn: Callable[..., Any], args: tuple[Any, ...], on_error: Callable[[Exception], None]
+) -> None:
+    """Run a user callback ``fn(*args)``, sync or async. If it raises, ``on_error(exc)`` is
+    called inside the handler (so a log there keeps the traceback) and nothing propagates;
+    a cancellation does."""
+    try:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            await result
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        raise_if_cancelling(exc)
+        on_error(exc)

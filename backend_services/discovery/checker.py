@@ -20,20 +20,11 @@ from ..log import get_logger
 from .model import ServiceEndpoint
 from .probes import Probe, ProbeResult
 
-__all__ = ["CheckSchedule", "raise_if_cancelling", "sleep_or_wake"]
+__all__ = ["CheckSchedule", "sleep_or_wake"]
 
 _log = get_logger("service_discovery")
 
 ResultHandler = Callable[[ServiceEndpoint, ProbeResult], Awaitable[None]]
-
-
-def raise_if_cancelling() -> None:
-    """Stop if this task is being cancelled. A client library may turn a cancellation
-    into its own error (a lost connection), which a store then survives by falling back:
-    loops call this after store work so that shutdown still stops them."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 async def sleep_or_wake(clock: Clock, seconds: float, wake: asyncio.Event) -> None:

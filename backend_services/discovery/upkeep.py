@@ -17,7 +17,8 @@ import asyncio
 
 from ..errors import StoreConfigurationError
 from ..log import get_logger
-from .checker import raise_if_cancelling, sleep_or_wake
+from ..tasks import raise_if_cancelling
+from .checker import sleep_or_wake
 from .health import HealthState, Transition
 from .model import ServiceEndpoint, ServiceHealth, ServiceStatus
 from .probes import ProbeResult

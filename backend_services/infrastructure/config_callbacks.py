@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import inspect
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
@@ -24,6 +23,7 @@ from ..config.model import UNREADABLE, ConfigChangeEvent, copy_value
 from ..config.tree import check_key, parents
 from ..errors import ValidationError
 from ..log import get_logger
+from ..tasks import call_isolated
 
 __all__ = ["ChangeCallback", "ChangeDispatcher", "Listener"]
 
@@ -122,13 +122,7 @@ class ChangeDispatcher:
             await self._call(listener, event)
 
     async def _call(self, callback: Callable[..., Any], *args: Any) -> None:
-        try:
-            result = callback(*args)
-            if inspect.isawaitable(result):
-                await result
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        def failed(exc: Exception) -> None:
             self.errors += 1
             _log.exception(
                 "config_callback_failed",
@@ -137,3 +131,5 @@ class ChangeDispatcher:
                 key=args[0] if args and isinstance(args[0], str) else None,
                 error=repr(exc),
             )
+
+        await call_isolated(callback, args, failed)

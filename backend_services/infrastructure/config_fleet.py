@@ -38,22 +38,13 @@ from ..errors import BackendServicesError, ConflictError, StoreError
 from ..log import get_logger
 from ..store.feed import FeedFollower
 from ..store.protocol import FeedEvent, Store, StoreStatus
-from ..tasks import Backoff
+from ..tasks import Backoff, raise_if_cancelling
 from .config_fleet_resync import FleetResync
 from .config_fleet_state import FleetHost
 
 __all__ = ["FleetHost", "FleetSync"]
 
 _log = get_logger("config_manager.fleet")
-
-
-def _raise_if_cancelling(exc: BaseException | None = None) -> None:
-    """Re-raise as a cancellation when the current task is being cancelled: a client
-    library may turn a cancellation into a timeout or connection error, and a loop that
-    treats that as transient would never end."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError() from exc
 
 
 class _CancelAwareFeed:
@@ -66,19 +57,19 @@ class _CancelAwareFeed:
     async def read(
         self, stream: str, after: int, *, count: int = 500, block: float | None = None
     ) -> Any:
-        _raise_if_cancelling()
+        raise_if_cancelling()
         try:
             return await self._store.read(stream, after, count=count, block=block)
         except Exception as exc:
-            _raise_if_cancelling(exc)
+            raise_if_cancelling(exc)
             raise
 
     async def feed_position(self, stream: str) -> int:
-        _raise_if_cancelling()
+        raise_if_cancelling()
         try:
             return await self._store.feed_position(stream)
         except Exception as exc:
-            _raise_if_cancelling(exc)
+            raise_if_cancelling(exc)
             raise
 
 
@@ -94,7 +85,7 @@ class FleetSync(FleetResync):
             position = await self.store.feed_position(self.keys.stream)
             await self.resync()
         except (StoreError, BackendServicesError) as exc:
-            _raise_if_cancelling(exc)
+            raise_if_cancelling(exc)
             if isinstance(exc, ConflictError):
                 self.request_resync()
             else:
@@ -179,7 +170,7 @@ class FleetSync(FleetResync):
             await self.catch_up()
             return False
         except StoreError as exc:
-            _raise_if_cancelling(exc)
+            raise_if_cancelling(exc)
             _log.warning(
                 "config_commit_local_only",
                 version=record.version,
@@ -271,7 +262,7 @@ class FleetSync(FleetResync):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _raise_if_cancelling(exc)
+                raise_if_cancelling(exc)
                 delay = backoff.next_delay()
                 _log.warning("config_resync_failed", error=str(exc), retry_in=round(delay, 3))
                 self._wake.set()

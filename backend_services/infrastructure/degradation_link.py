@@ -26,18 +26,10 @@ from ..errors import ValidationError
 from ..log import get_logger
 from ..store.feed import FeedFollower
 from ..store.protocol import FeedEvent, Store
-from ..tasks import Supervisor
+from ..tasks import Supervisor, raise_if_cancelling
 
 if TYPE_CHECKING:
     from .service_degradation import ServiceDegradationManager
-
-
-def raise_if_cancelling(exc: BaseException) -> None:
-    """Re-raise as a cancellation when the current task is being cancelled (a client
-    library may turn a cancellation into a timeout error)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError() from exc
 
 
 __all__ = ["FleetLink"]

@@ -14,7 +14,6 @@ lifecycle, feature gating, admission and the monitoring loop.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import math
 import os
 import socket
@@ -40,8 +39,8 @@ from ..log import get_logger
 from ..resources import LoopLagProbe
 from ..settings import UNSET, Settings, Unset, load_settings, pick, resolve_redis_url
 from ..store.protocol import Store
-from ..tasks import Supervisor
-from .degradation_link import FleetLink, raise_if_cancelling
+from ..tasks import Supervisor, call_isolated
+from .degradation_link import FleetLink
 from .degradation_sampling import MonitorFunction, Sampler
 
 __all__ = [
@@ -62,17 +61,11 @@ LevelCallback = Callable[[DegradationLevel], Awaitable[Any] | Any]
 Listener = Callable[[DegradationEvent], Awaitable[Any] | Any]
 
 
-async def _call(fn: Callable[..., Any], what: str, service: str, *args: Any) -> None:
-    """Run a callback (sync or async); a failure is logged, never propagated."""
-    try:
-        result = fn(*args)
-        if inspect.isawaitable(result):
-            await result
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        raise_if_cancelling(exc)
+def _failed(what: str, service: str) -> Callable[[Exception], None]:
+    def log(exc: Exception) -> None:
         _log.exception("callback_failed", service=service, callback=what, error=repr(exc))
+
+    return log
 
 
 def validate_seconds(name: str, value: Any, *, allow_zero: bool) -> float:
@@ -289,10 +282,12 @@ class DegradationState:
         self._want_publish()
         callbacks = self._degradation_callbacks if degrading else self._recovery_callbacks
         kind = "degradation_callback" if degrading else "recovery_callback"
+        failed = _failed(kind, self.service_name)
         for cb in list(callbacks):
-            await _call(cb, kind, self.service_name, change.new)
+            await call_isolated(cb, (change.new,), failed)
+        failed = _failed("listener", self.service_name)
         for listener in list(self._listeners):
-            await _call(listener, "listener", self.service_name, event)
+            await call_isolated(listener, (event,), failed)
 
     def _want_publish(self) -> None:
         if self._link is not None:

@@ -14,14 +14,13 @@ around a resync; consumers de-duplicate by record version.
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..clock import Clock, resolve_clock
 from ..errors import ValidationError
 from ..log import get_logger
-from ..tasks import Backoff, Supervisor, cancel_and_wait
+from ..tasks import Backoff, Supervisor, call_isolated, cancel_and_wait, raise_if_cancelling
 from .protocol import FeedEvent, Store
 
 __all__ = ["FeedFollower"]
@@ -121,7 +120,7 @@ class FeedFollower:
     # -- the loop --------------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
-            _reraise_if_cancelling()
+            raise_if_cancelling()
             try:
                 if self._position is None:
                     self._position = await self.store.feed_position(self.stream)
@@ -131,20 +130,28 @@ class FeedFollower:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _reraise_if_cancelling()
+                raise_if_cancelling()
                 await self._failed(exc)
                 continue
             self._backoff.reset()
             if batch.resync:
                 self.resyncs += 1
                 _log.info("feed_resync", stream=self.stream, old=self._position, new=batch.position)
-                await _call(self._on_resync, "on_resync", self.stream)
+                await self._callback(self._on_resync, "on_resync")
             if batch.events:
                 self.delivered += len(batch.events)
-                await _call(self._on_events, "on_events", self.stream, batch.events)
+                await self._callback(self._on_events, "on_events", batch.events)
             self._position = batch.position
             if len(batch.events) < self.count:
                 self._current_at = self._clock.monotonic()
+
+    async def _callback(self, fn: Callable[..., Any], what: str, *args: Any) -> None:
+        def failed(exc: Exception) -> None:
+            _log.exception(
+                "feed_callback_failed", stream=self.stream, callback=what, error=repr(exc)
+            )
+
+        await call_isolated(fn, args, failed)
 
     async def _failed(self, exc: Exception) -> None:
         self.errors += 1
@@ -154,24 +161,3 @@ class FeedFollower:
             "feed_read_failed", stream=self.stream, error=repr(exc), retry_in=round(delay, 3)
         )
         await self._clock.sleep(delay)
-
-
-def _reraise_if_cancelling() -> None:
-    """A client library may turn our cancellation into its own error (a timeout, a lost
-    connection): when this task is being cancelled, stop instead of retrying."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-async def _call(fn: Callable[..., Any], what: str, stream: str, *args: Any) -> None:
-    """Run a callback (sync or async); a failure is logged, never propagated."""
-    try:
-        result = fn(*args)
-        if inspect.isawaitable(result):
-            await result
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        _reraise_if_cancelling()
-        _log.exception("feed_callback_failed", stream=stream, callback=what, error=repr(exc))
