@@ -20,9 +20,11 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any, Final
 
-__all__ = ["SIGNATURE_FIELD", "RecordSigner", "Verdict", "canonical_json"]
+__all__ = ["REGISTRATION_KEY_ENV", "SIGNATURE_FIELD", "RecordSigner", "Verdict", "canonical_json"]
 
 SIGNATURE_FIELD: Final = "sig"
+REGISTRATION_KEY_ENV: Final = "DTESN_SERVICE_REGISTRATION_KEY"
+"""Environment variable holding the key that signs and verifies registry documents."""
 
 
 class Verdict(StrEnum):

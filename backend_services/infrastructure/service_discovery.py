@@ -24,22 +24,26 @@ How it works:
 * Self-preservation pauses evictions when a large share disappears at once.
 * With a registration key (``DTESN_SERVICE_REGISTRATION_KEY``) every document is signed,
   and documents without a valid signature are ignored and reported.
+
+The class is built in layers under ``backend_services.discovery``: ``state`` (what a
+process holds), ``sync`` (the change feed and reloads), ``upkeep`` (health results,
+heartbeats, leases, evictions), ``lifecycle`` (``initialize``/``shutdown``) and
+``registering`` (registration writes); this module adds the constructor and the reads.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 
 from ..clock import Clock, resolve_clock
 from ..discovery.events import DiscoveryEvent
-from ..discovery.health import HealthPolicy, HealthState
+from ..discovery.health import HealthPolicy
 from ..discovery.model import (
     DEFAULT_HEALTH_PATH,
     ServiceEndpoint,
@@ -51,22 +55,12 @@ from ..discovery.model import (
 from ..discovery.outliers import OutlierDetector, OutlierPolicy
 from ..discovery.preservation import PreservationPolicy
 from ..discovery.probes import Probe, Prober
-from ..discovery.records import FEED, REAPER_LEASE
-from ..discovery.registry import Owned, Registration, Registry
+from ..discovery.registering import Registrations
 from ..discovery.registry_view import RegistryView
-from ..discovery.shards import ShardLeases
-from ..discovery.signing import RecordSigner
-from ..discovery.sync import FeedSync
-from ..discovery.upkeep import Upkeep
-from ..errors import (
-    AuthorizationError,
-    LifecycleError,
-    StoreConfigurationError,
-    ValidationError,
-)
+from ..discovery.signing import REGISTRATION_KEY_ENV, RecordSigner
+from ..errors import ValidationError
 from ..log import get_logger
 from ..settings import UNSET, Unset, load_settings, pick, resolve_redis_url
-from ..store.feed import FeedFollower
 from ..store.protocol import Store
 
 __all__ = [
@@ -80,9 +74,6 @@ __all__ = [
 ]
 
 _log = get_logger("service_discovery")
-
-REGISTRATION_KEY_ENV = "DTESN_SERVICE_REGISTRATION_KEY"
-"""Environment variable holding the key that signs and verifies registry documents."""
 
 DEFAULT_HEALTH_CHECK_INTERVAL = 30.0
 DEFAULT_HEALTH_CHECK_TIMEOUT = 5.0
@@ -120,7 +111,7 @@ class _ReadOnly(Mapping[str, Any]):
         return repr(dict(self))
 
 
-class ServiceDiscovery(FeedSync, Upkeep):
+class ServiceDiscovery(Registrations):
     """Registry, discovery and health checking of DTESN services (see module docstring).
 
     Positional arguments are the spec's; each not given comes from the environment
@@ -253,263 +244,12 @@ class ServiceDiscovery(FeedSync, Upkeep):
         """True while evictions are paused."""
         return self._preservation.active
 
-    async def initialize(self) -> None:
-        """Connect to the store, load the registry and start the background work.
-        A wrong password/ACL or untrusted certificate raises StoreConfigurationError."""
-        if self._closed:
-            raise LifecycleError("ServiceDiscovery.initialize(): already shut down")
-        if self._initialized:
-            return
-        if self._init_lock is None:
-            self._init_lock = asyncio.Lock()
-        async with self._init_lock:
-            if self._initialized:
-                return
-            store = self._store
-            if store is None:
-                store = await self._open_store()
-            self._store = store
-            self._registry = Registry(store, self._signer, self.node_id, ttl=self._service_ttl)
-            self._shards = ShardLeases(
-                store,
-                self.node_id,
-                shards=self._shard_count,
-                ttl=3 * self._maintenance_interval,
-            )
-            position = await store.feed_position(FEED)
-            await self._resync(position)
-            self._follower = FeedFollower(
-                store,
-                FEED,
-                on_events=self._on_events,
-                on_resync=self._on_resync,
-                clock=self._clock,
-                block=self._follower_block,
-                start=position,
-                supervisor=self._supervisor,
-            )
-            self._follower.start()
-            await self._maintain()
-            self._supervisor.spawn("checks", self._schedule.run)
-            self._supervisor.spawn("heartbeat", self._heartbeat_loop)
-            self._supervisor.spawn("maintenance", self._maintenance_loop)
-            self._supervisor.spawn("keeper", self._keeper, restart=False)
-            self._initialized = True
-            _log.info(
-                "discovery_started",
-                node=self.node_id,
-                store=store.status().backend,
-                services=len(self._view),
-                signed=self._signer.can_sign,
-            )
-
-    async def _open_store(self) -> Store:
-        url = self._redis_url
-        if url is None:
-            from ..store.memory import MemoryStore
-
-            store: Store = MemoryStore(clock=self._clock)
-        else:
-            from ..store.factory import open_store
-
-            store = open_store(url, clock=self._clock, namespace=self.namespace)
-        await store.initialize()
-        return store
-
-    async def shutdown(self) -> None:
-        """Deregister this process's registrations, release leases, stop everything."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._initialized:
-            await self._deregister_owned()
-            if self._shards is not None:
-                try:
-                    await asyncio.wait_for(self._shards.release_all(), timeout=5.0)
-                except Exception as exc:
-                    _log.warning("lease_release_failed", error=repr(exc))
-            if self._store is not None:
-                try:
-                    await self._store.release_lease(REAPER_LEASE, self.node_id)
-                except Exception as exc:
-                    _log.warning("lease_release_failed", error=repr(exc))
-        await self._stop_tasks()
-        await self._release_resources()
-        _log.info("discovery_stopped", node=self.node_id)
-
-    close = shutdown
-
     async def __aenter__(self) -> ServiceDiscovery:
         await self.initialize()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
-
-    async def _deregister_owned(self) -> None:
-        registry = self._registry
-        if registry is None or not self._owned:
-            return
-        owned = list(self._owned.values())
-        self._owned.clear()
-        entries = [(o.endpoint.service_id, o.endpoint.service_type) for o in owned]
-        try:
-            positions = await asyncio.wait_for(
-                registry.deregister_many(entries, reason="shutdown"), timeout=10.0
-            )
-        except Exception as exc:
-            _log.warning("deregistration_failed", count=len(entries), error=repr(exc))
-            return
-        for (sid, _), position in zip(entries, positions, strict=True):
-            self._apply_removal(sid, position, "shutdown", local=True)
-
-    async def _stop_tasks(self) -> None:
-        if self._registry is not None:
-            self._registry.close()
-        if self._follower is not None:
-            await self._follower.stop()
-        await self._supervisor.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        for callbacks in (self._up, self._down, self._listeners):
-            await callbacks.drain()
-
-    async def _release_resources(self) -> None:
-        await self._prober.close()
-        store, own = self._store, self._own_store
-        if store is not None and own:
-            try:
-                await store.close()
-            except Exception as exc:
-                _log.warning("store_close_failed", error=repr(exc))
-
-    async def _keeper(self) -> None:
-        """Holds resources for a program that never calls shutdown(): when the event loop
-        cancels the remaining tasks at exit, close the session and the store."""
-        try:
-            await asyncio.Event().wait()
-        finally:
-            if not self._closed:
-                self._closed = True
-                await self._release_resources()
-
-    def _require_open(self, what: str) -> None:
-        if self._closed:
-            raise LifecycleError(f"ServiceDiscovery.{what}(): discovery has been shut down")
-
-    def _check_credentials(self, what: str) -> None:
-        if self._signer.require and not self._signer.can_sign:
-            raise AuthorizationError(
-                f"{what}: this registry requires signed registrations and no registration "
-                f"key is configured; expected {REGISTRATION_KEY_ENV} (or registration_key=) "
-                "to hold the registry's key"
-            )
-
-    async def register_service(self, endpoint: ServiceEndpoint) -> bool:
-        """Register (or update) an instance. It starts ``STARTING`` and is checked at
-        once; this returns without waiting for that check."""
-        self._require_open("register_service")
-        if not isinstance(endpoint, ServiceEndpoint):
-            raise ValidationError("endpoint", endpoint, "a ServiceEndpoint")
-        self._check_credentials("register_service")
-        await self.initialize()
-        registry = self._registry
-        assert registry is not None
-        sid = endpoint.service_id
-        now, wall = self._clock.monotonic(), self._clock.time()
-        existing = self._view.get(sid)
-        same = existing is not None and existing.endpoint == endpoint
-        if same and existing is not None:
-            health = existing.health
-        else:
-            health = ServiceHealth(sid, ServiceStatus.STARTING)
-            self._machines[sid] = HealthState(sid, registered_at=now, since=now)
-        doc = registry.registration(endpoint, wall)
-        owned = Owned(endpoint, doc)
-        previous_type = existing.endpoint.service_type if existing is not None else None
-        self._owned[sid] = owned
-        position = 0
-        self._registering[sid] = self._registering.get(sid, 0) + 1
-        try:
-            try:
-                position = await registry.register(
-                    Registration(
-                        endpoint,
-                        doc,
-                        health,
-                        previous_type=previous_type,
-                        replaces=existing is not None and not same,
-                    )
-                )
-                self._unsynced.discard(sid)
-            except StoreConfigurationError:
-                self._owned.pop(sid, None)
-                raise
-            except Exception as exc:
-                self._stats["store_errors"] += 1
-                self._unsynced.add(sid)
-                self._renew_now.set()
-                _log.warning("registration_deferred", service_id=sid, error=repr(exc))
-            change = self._view.upsert(
-                endpoint, health, owner=self.node_id, position=position, local=position > 0
-            )
-        finally:
-            self._done_registering(sid)
-        if change is not None:
-            self._after_change(change)
-        _log.info(
-            "service_registered",
-            service_id=sid,
-            type=endpoint.service_type.value,
-            address=endpoint.address,
-        )
-        if not same:
-            self._probe_now(endpoint)
-        return True
-
-    def _done_registering(self, service_id: str) -> None:
-        left = self._registering.pop(service_id, 1) - 1
-        if left:
-            self._registering[service_id] = left
-
-    async def register_services(self, endpoints: Iterable[ServiceEndpoint]) -> list[bool]:
-        """Register many instances at once; their writes share a few commits. Every
-        endpoint is checked first: one invalid entry registers nothing."""
-        self._require_open("register_services")
-        items = list(endpoints)
-        for i, endpoint in enumerate(items):
-            if not isinstance(endpoint, ServiceEndpoint):
-                raise ValidationError(f"endpoints[{i}]", endpoint, "a ServiceEndpoint")
-        self._check_credentials("register_services")
-        await self.initialize()
-        return list(await asyncio.gather(*(self.register_service(ep) for ep in items)))
-
-    async def deregister_service(self, service_id: str) -> bool:
-        """Remove an instance; ``False`` when it is unknown."""
-        self._require_open("deregister_service")
-        if not isinstance(service_id, str) or not service_id:
-            raise ValidationError("service_id", service_id, "a non-empty string")
-        self._check_credentials("deregister_service")
-        await self.initialize()
-        registry = self._registry
-        assert registry is not None
-        entry = self._view.get(service_id)
-        owned = self._owned.pop(service_id, None)
-        self._unsynced.discard(service_id)
-        if entry is not None:
-            service_type: ServiceType | None = entry.endpoint.service_type
-        elif owned is not None:
-            service_type = owned.endpoint.service_type
-        else:
-            service_type = await registry.record_type(service_id)
-        if service_type is None:
-            return False
-        position = await registry.deregister(service_id, service_type)
-        self._apply_removal(service_id, position, "deregistered", local=True)
-        _log.info("service_deregistered", service_id=service_id)
-        return True
 
     async def discover_services(
         self, service_type: ServiceType | None = None
