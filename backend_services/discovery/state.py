@@ -4,7 +4,10 @@ events and self-preservation bookkeeping, and which instances this process check
 
 The parts are :class:`~backend_services.discovery.sync.FeedSync` (the change feed and
 reloads) and :class:`~backend_services.discovery.upkeep.Upkeep` (health results,
-heartbeats, leases, evictions); the public class combines them.
+heartbeats, leases, evictions), combined by
+:class:`~backend_services.discovery.lifecycle.Lifecycle` (start and stop) and
+:class:`~backend_services.discovery.registering.Registrations` (registration writes),
+which the public class extends.
 """
 
 from __future__ import annotations
