@@ -45,8 +45,10 @@ awaitables the ``async with`` fast paths return) and
 :mod:`~backend_services.infrastructure.cb.registry` (:class:`CircuitBreakerRegistry`,
 :func:`get_circuit_breaker`, :func:`circuit_breaker`). Next to them:
 :mod:`~backend_services.infrastructure.cb.watchdog` (request timeouts),
-:mod:`~backend_services.infrastructure.cb.notify` (listeners, fallbacks) and
-:mod:`~backend_services.infrastructure.cb.fleet` (sharing state through the store).
+:mod:`~backend_services.infrastructure.cb.notify` (listeners, fallbacks),
+:mod:`~backend_services.infrastructure.cb.detached` (fire-and-forget tasks) and
+:mod:`~backend_services.infrastructure.cb.fleet` (sharing state through the store, with
+``fleet_reading``, ``fleet_writing`` and ``fleet_layout``).
 """
 
 from __future__ import annotations

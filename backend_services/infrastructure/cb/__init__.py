@@ -6,8 +6,9 @@
   and ``call_sync``, using ``wrappers`` (speed-specialised decorators) and
   ``awaitables`` (finished awaitables for the fast exits);
 * ``registry`` — named breakers and the ``circuit_breaker`` decorator;
-* ``watchdog`` (request timeouts), ``notify`` (listeners, fallbacks) and ``fleet`` (state
-  shared through the store).
+* ``watchdog`` (request timeouts), ``notify`` (listeners, fallbacks), ``detached``
+  (fire-and-forget tasks) and ``fleet`` (state shared through the store; built on
+  ``fleet_reading``, ``fleet_writing`` and ``fleet_layout``).
 
 ``backend_services.infrastructure.circuit_breaker`` re-exports the public names.
 """

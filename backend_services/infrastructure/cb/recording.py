@@ -16,7 +16,7 @@ import asyncio
 import inspect
 from collections.abc import Callable, Mapping
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Any, Final
 
 from ...breaker.core import ADMIT, ADMIT_UNRECORDED, REJECT
 from ...breaker.events import CircuitBreakerEvent, EventKind
@@ -25,9 +25,6 @@ from ...errors import CircuitBreakerException, ValidationError
 from ...log import get_logger
 from .notify import Listener, Listeners, run_fallback, run_fallback_sync
 from .shell import BreakerShell
-
-if TYPE_CHECKING:
-    from .breaker import CircuitBreaker
 
 __all__ = ["BreakerRecording"]
 
@@ -128,7 +125,7 @@ class BreakerRecording(BreakerShell):
                 )
             )
         if self._fleet is not None and not remote:
-            self._fleet.publish(cast("CircuitBreaker", self), old, new, trigger)
+            self._fleet.publish(self, old, new, trigger)
 
     # --- recording helpers (shared by every path) ----------------------------------
 
@@ -287,14 +284,14 @@ class BreakerRecording(BreakerShell):
 
     def _release_trial(self, token: int) -> None:
         if token > 0 and self._fleet is not None:
-            self._fleet.release_trial(cast("CircuitBreaker", self), token)
+            self._fleet.release_trial(self, token)
 
     async def _admit(self, now: float) -> int:
         """Admission outside the fast path (half-open trials take a fleet permit)."""
         token = self.acquire(now)
         if token > 0 and self._fleet is not None:
             try:
-                granted = await self._fleet.acquire_trial(cast("CircuitBreaker", self), token)
+                granted = await self._fleet.acquire_trial(self, token)
             except Exception as exc:  # fail open: the local permit stands
                 _log.warning("trial_permit_unavailable", name=self.name, error=repr(exc))
                 granted = True

@@ -16,7 +16,7 @@ import random
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 from ...breaker.config import CircuitBreakerConfig, WindowType
 from ...breaker.core import BreakerCore
@@ -26,6 +26,7 @@ from ...errors import LifecycleError, ValidationError
 from ...log import get_logger
 from ...settings import UNSET, Unset, resolve_redis_url
 from ...store.protocol import Store
+from .detached import keep_until_done
 from .notify import Listeners
 from .watchdog import current_task_of, watchdog_for
 
@@ -170,7 +171,7 @@ class BreakerShell(BreakerCore):
                 from .fleet import attach
 
                 self._fleet = await attach(
-                    cast("CircuitBreaker", self),
+                    self,
                     self._redis_url,
                     self._clock,
                     store=self._store,
@@ -194,7 +195,7 @@ class BreakerShell(BreakerCore):
         self._set_fast_ok(True)
         fleet, self._fleet = self._fleet, None
         if fleet is not None:
-            await fleet.detach(cast("CircuitBreaker", self))
+            await fleet.detach(self)
         if self._listeners is not None:
             await self._listeners.drain()
 
@@ -213,8 +214,7 @@ class BreakerShell(BreakerCore):
                 _log.error("shared_state_unavailable", name=self.name, error=repr(exc))
 
         task = asyncio.get_running_loop().create_task(connect(), name=f"cb:{self.name}:connect")
-        _BACKGROUND.add(task)
-        task.add_done_callback(_BACKGROUND.discard)
+        keep_until_done(task)
 
     def _update_fast(self) -> None:
         super()._update_fast()
@@ -326,10 +326,7 @@ class BreakerShell(BreakerCore):
 
     async def _flush(self) -> None:
         if self._fleet is not None:
-            await self._fleet.flush(cast("CircuitBreaker", self))
-
-
-_BACKGROUND: set[asyncio.Task[Any]] = set()
+            await self._fleet.flush(self)
 
 
 def _fresh_reader(clock: Clock) -> Callable[[], float]:
