@@ -203,6 +203,7 @@ async def test_a_committed_value_is_encoded_once_for_redis_and_the_mirror(
 ) -> None:
     """A Put's value is turned into JSON once; Redis and the memory mirror hold the same."""
     import backend_services.store.redis as redis_store
+    import backend_services.store.redis_codec as redis_codec
     import backend_services.store.values as values
     from backend_services.store.protocol import Append, Put, SetAdd
 
@@ -214,7 +215,8 @@ async def test_a_committed_value_is_encoded_once_for_redis_and_the_mirror(
         return real(value)
 
     monkeypatch.setattr(values, "_dumps", counting)
-    monkeypatch.setattr(redis_store, "_dumps", counting)
+    monkeypatch.setattr(redis_store, "dumps", counting)
+    monkeypatch.setattr(redis_codec, "dumps", counting)
     doc = {"endpoint": {"host": "10.0.0.1", "port": 80}, "tags": ["a", 1, None]}
     async with _failover(redis_url, f"enc{uuid.uuid4().hex[:6]}") as store:
         result = await store.commit(
