@@ -8,17 +8,13 @@ functions: no I/O.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ValidationError
-from .values import FrozenJSON, check_key, check_ttl
+from .values import FrozenJSON, check_key, check_ttl, dumps
 
 __all__ = ["as_text", "dumps", "encode_json", "event_arg", "expect_arg", "maxlen_arg", "ttl_arg"]
-
-dumps = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False).encode
-"""Compact JSON text of a value (no NaN or infinities)."""
 
 
 def encode_json(field: str, value: Any) -> str:

@@ -29,13 +29,16 @@ __all__ = [
     "check_key",
     "check_members",
     "check_ttl",
+    "dumps",
     "freeze",
     "prepare_op",
     "thaw",
 ]
 
 _SCALARS = frozenset({str, int, bool, type(None)})
-_dumps = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False).encode
+dumps = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False).encode
+"""Compact JSON text of a value (no NaN or infinities): what frozen values hold and what
+the Redis store sends, so frozen text goes to Redis as it is."""
 _loads = json.loads
 
 
@@ -57,7 +60,7 @@ def freeze(field: str, value: Any) -> Any:
             return value
     else:
         try:
-            return FrozenJSON(_dumps(value))
+            return FrozenJSON(dumps(value))
         except (TypeError, ValueError, RecursionError):
             pass
     raise ValidationError(

@@ -208,13 +208,13 @@ async def test_a_committed_value_is_encoded_once_for_redis_and_the_mirror(
     from backend_services.store.protocol import Append, Put, SetAdd
 
     encoded: list[Any] = []
-    real = values._dumps
+    real = values.dumps
 
     def counting(value: Any) -> str:
         encoded.append(value)
         return real(value)
 
-    monkeypatch.setattr(values, "_dumps", counting)
+    monkeypatch.setattr(values, "dumps", counting)
     monkeypatch.setattr(redis_store, "dumps", counting)
     monkeypatch.setattr(redis_codec, "dumps", counting)
     doc = {"endpoint": {"host": "10.0.0.1", "port": 80}, "tags": ["a", 1, None]}
