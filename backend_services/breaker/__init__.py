@@ -1,6 +1,10 @@
 """The circuit breaker's pure core: states and their transition table, configuration,
 sliding windows and the state machine. No I/O, no asyncio, no clock reads: time is
-passed in. The async shell is :mod:`backend_services.infrastructure.circuit_breaker`."""
+passed in. The async shell is :mod:`backend_services.infrastructure.circuit_breaker`.
+
+Modules: ``state`` (states and the transition table), ``config``, ``window`` (count and
+time windows), ``events``, ``machine`` (the breaker's state and transitions) and ``core``
+(:class:`BreakerCore`: the call path on top of the machine)."""
 
 from .config import CircuitBreakerConfig, WindowType
 from .core import ADMIT, ADMIT_UNRECORDED, REJECT, BreakerCore
