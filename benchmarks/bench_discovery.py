@@ -193,13 +193,14 @@ async def bench_register(url: str) -> None:
         client = primary._client
         payload = json.dumps(endpoint_to_dict(ServiceEndpoint("x", T, "10.0.0.1", 80)))
 
-        # per call: a new record key, index member and dedupe id (the append's 4th field)
+        # per call: a new record key, index member and dedupe id (the append's 4th field);
+        # the same feed, so this process's follower is woken as by a registration
         member, dedupe = args.index("captured"), args.index("E") + 3
 
         def floor(i: int, r: int) -> Awaitable[Any]:
             a = list(args)
             a[member], a[dedupe] = f"floor-{r}-{i}", f"{a[dedupe]}:{r}:{i}"
-            k = [f"{keys[0]}-{r}-{i}", *keys[1:]]
+            k = [f"{keys[0]}-{r}-{i}", f"{keys[1]}:floor", *keys[2:]]  # its own index
             return client.execute_command("EVALSHA", script.sha, len(k), *k, *a)
 
         async def naive(i: int, r: int) -> None:
