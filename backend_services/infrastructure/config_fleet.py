@@ -177,11 +177,11 @@ class FleetSync(FleetResync):
                 error=str(exc),
             )
             self.local_only.add(record.id)
-            self.host.ingest(record)
+            await self.host.ingest(record)
             self.request_resync()
             return True
         self.head_revision = result.versions.get(self.keys.head, self.head_revision)
-        self.host.ingest(record)
+        await self.host.ingest(record)
         if not self.connected and self._failover:
             # written to the failover's memory: the store replays it when it is back
             self.local_only.add(record.id)
@@ -238,7 +238,7 @@ class FleetSync(FleetResync):
             if record is None or history.version != version - 1:
                 self.request_resync()
                 continue
-            if self.host.ingest(record):
+            if await self.host.ingest(record, remote=True):
                 self.remote_applied += 1
                 revision = data.get("head_revision")
                 if isinstance(revision, int):
@@ -300,7 +300,7 @@ class FleetSync(FleetResync):
                     if raw is None:
                         raise HistoryGapError(history.version, -1, f"record {ident} missing")
                     record = decode_record(raw.value, self.host.open_secret)
-                    if not self.host.ingest(record):
+                    if not await self.host.ingest(record, remote=True):
                         raise HistoryGapError(history.version, record.version, "did not apply")
                     self.remote_applied += 1
                 return

@@ -109,7 +109,7 @@ class FleetResync(FleetState):
                 or head.id != local_head.id
                 or not _same(history.current, chain.current)
             ):
-                self.host.adopt(chain.current, chain.records(), chain.head, "resync")
+                await self.host.adopt(chain.current, chain.records(), chain.head, "resync")
             self.local_only.clear()
             return True
         return await self._reconcile(
@@ -215,7 +215,9 @@ class FleetResync(FleetState):
             self.head_revision = None  # our state moved meanwhile: the next round redoes it
             return False
         self.head_revision = result.versions.get(self.keys.head)
-        self.host.adopt(after, [r for r in prior if r.id in kept] + [record], meta, "reconcile")
+        await self.host.adopt(
+            after, [r for r in prior if r.id in kept] + [record], meta, "reconcile"
+        )
         self.local_only.clear()
         self.reconciles += 1
         _log.warning(

@@ -36,7 +36,11 @@ has its own file.
 every change is one atomic commit to the shared store plus a change-feed event; every
 process applies it to its local cache (reads never touch Redis). While Redis is down,
 changes apply locally and are merged newest-write-wins when it is back (see
-:mod:`backend_services.infrastructure.config_fleet`).
+:mod:`backend_services.infrastructure.config_fleet`). A value from the shared store (another
+process's version, a reload, the last-known-good copy at start) meets this process's own
+validators and schema before it applies; a refused key is held back — the process keeps
+the value it had and reports it — until a later version replaces it (see
+:mod:`backend_services.config.quarantine`).
 
 **Last known good.** The runtime layer, its history and the last valid file contents
 are kept on local disk (``last_known_good=``; default in the per-user state directory,
@@ -158,7 +162,9 @@ class ConfigurationManager(
         )
         self._layers.set_layer(Layer.ENVIRONMENT, env, env_labels)
         self._load_lkg()
-        self._layers.set_runtime(self._history.current, list(self._history.current))
+        saved = dict(self._history.current)
+        refused = await self._screen(saved) if saved and self._screens() else {}
+        self._serve(list(saved), refused, {}, self._history.version)
         await self._load_file_at_start()
         self.redis_url = self._resolve_redis_url()
         supervisor = Supervisor(f"config:{self.service_name}", clock=self._clock)

@@ -51,6 +51,7 @@ class ConfigReport(ConfigState):
             "store": None if self._fleet is None else self._fleet.status(),
             "encryption_keys": self._policy.box.key_ids,
             "validators": self._validators.count(),
+            "held_back": self._quarantine.report(),
             "callbacks": len(self._dispatch),
             "metrics": dict(self.metrics),
             "state": self._state,
@@ -63,6 +64,7 @@ class ConfigReport(ConfigState):
             version=self._history.version,
             total_keys=len(self._values),
             versions_retained=len(self._history.records()),
+            held_back=len(self._quarantine),
         )
         if self._fleet is not None:
             out.update({f"store_{k}": v for k, v in self._fleet.status().items()})

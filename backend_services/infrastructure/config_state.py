@@ -36,6 +36,7 @@ from ..config.model import (
     LocalChange,
     VersionRecord,
 )
+from ..config.quarantine import Quarantine
 from ..config.secrecy import SecretPolicy
 from ..config.secrets import ENCRYPTION_KEYS_ENV, SecretBox, parse_keys
 from ..config.sources import read_environment
@@ -127,6 +128,7 @@ class ConfigState:
         self._index: SortedKeys | None = None
         self._index_stamp: tuple[int, str | None, int] | None = None
         self._validators = ValidatorRegistry()
+        self._quarantine = Quarantine()  # fleet values this process's validation refuses
         self._defaults = {
             k: check_value(k, v, self.limits) for k, v in flatten(dict(defaults or {})).items()
         }
@@ -161,6 +163,7 @@ class ConfigState:
             "file_rejections": 0,
             "lkg_writes": 0,
             "lkg_write_errors": 0,
+            "remote_rejections": 0,
         }
 
     def _require_running(self) -> None:
@@ -205,13 +208,17 @@ class ConfigState:
 
     # ------------------------------------------------------------------ validation ---
 
+    async def _check(self, candidate: Candidate) -> None:
+        """Run the validators and the schema on ``candidate`` (ConfigValidationError)."""
+        await run_validators(
+            self._validators, candidate.changed, candidate.value, self._layers.shown, MISSING
+        )
+        if self._schema is not None:
+            run_schema(self._schema, candidate.document(), self._layers.shown)
+
     async def _validate(self, candidate: Candidate) -> None:
         try:
-            await run_validators(
-                self._validators, candidate.changed, candidate.value, self._layers.shown, MISSING
-            )
-            if self._schema is not None:
-                run_schema(self._schema, candidate.document(), self._layers.shown)
+            await self._check(candidate)
         except ConfigValidationError as exc:
             self.metrics["validation_failures"] += 1
             _log.warning(
@@ -225,17 +232,83 @@ class ConfigState:
     def history(self) -> VersionHistory:
         return self._history
 
-    def ingest(self, record: VersionRecord) -> bool:
-        """Apply a committed record (ours or another process's); False if it does not
-        follow the local head. Callbacks are queued (run by :meth:`drain`)."""
-        head = self._history.head
-        if (head is not None and head.id == record.id) or self._history.find(record.id):
+    def _screens(self) -> bool:
+        """Whether values from the shared store are validated here before they apply."""
+        return self.validation_enabled and (
+            self._schema is not None or self._validators.count() > 0
+        )
+
+    async def _screen(self, changes: Mapping[str, Entry | None]) -> dict[str, str]:
+        """The keys of a change from the shared store that this process's validators or
+        schema refuse, with the reason; the rest of the change is valid without them."""
+        pending = dict(changes)
+        refused: dict[str, str] = {}
+        while pending:
+            try:
+                await self._check(Candidate(self._layers, runtime=pending))
+                break
+            except ConfigValidationError as exc:
+                at = exc.field
+                hit = [
+                    k
+                    for k in pending
+                    if k == at or k.startswith(at + ".") or at.startswith(k + ".")
+                ]
+                if not hit:  # not caused by this change: nothing to hold back
+                    break
+                for key in hit:
+                    refused[key] = str(exc)
+                    del pending[key]
+        return refused
+
+    def _served(self, keys: Iterable[str]) -> dict[str, Entry]:
+        """The runtime entries of ``keys`` as served now (taken before a change)."""
+        runtime = self._layers.runtime
+        return {k: e for k in keys if (e := runtime.get(k)) is not None}
+
+    def _serve(
+        self,
+        keys: list[str],
+        refused: Mapping[str, str],
+        served: Mapping[str, Entry],
+        version: int,
+    ) -> list[Any]:
+        """Point the runtime layer at the history's content, minus what is held back
+        (a refused key keeps the entry ``served`` before the change)."""
+        self._quarantine.update(keys, refused, served, version)
+        for key, reason in refused.items():
+            self.metrics["remote_rejections"] += 1
+            _log.error(
+                "config_remote_value_refused",
+                service=self.service_name,
+                key=key,
+                version=version,
+                reason=reason,
+                detail="the value this process had stays in force",
+            )
+        runtime = self._quarantine.effective(self._history.current)
+        return self._layers.set_runtime(runtime, keys)
+
+    async def ingest(self, record: VersionRecord, *, remote: bool = False) -> bool:
+        """Apply a committed record (ours, or another process's when ``remote``); False
+        if it does not follow the local head. A remote record's values are validated
+        here first; refused keys are held back (see
+        :mod:`~backend_services.config.quarantine`). Callbacks are queued (run by
+        :meth:`drain`)."""
+        if self._applied(record):
             return True
+        refused: dict[str, str] = {}
+        if remote and self._screens():
+            refused = await self._screen({k: new for k, (_, new) in record.changes.items()})
+            if self._applied(record):  # applied meanwhile
+                return True
+        keys = list(record.changes)
+        served = self._served(keys)
         try:
             self._history.apply(record)
         except Exception:
             return False
-        changes = self._layers.set_runtime(self._history.current, list(record.changes))
+        changes = self._serve(keys, refused, served, record.version)
         self.metrics["changes_applied"] += 1
         self._dispatch.enqueue(
             ConfigChangeEvent(
@@ -245,19 +318,30 @@ class ConfigState:
         self._lkg_dirty.set()
         return True
 
-    def adopt(
+    def _applied(self, record: VersionRecord) -> bool:
+        head = self._history.head
+        return (head is not None and head.id == record.id) or self._history.find(
+            record.id
+        ) is not None
+
+    async def adopt(
         self,
         current: Mapping[str, Entry],
         records: list[VersionRecord],
         head: ConfigVersion | None,
         reason: str,
     ) -> None:
-        """Replace the runtime layer and history (after a resync or reconciliation)."""
-        before = set(self._history.current)
+        """Replace the runtime layer and history (after a resync or reconciliation); the
+        values that differ from what this process serves are validated first."""
+        keys = sorted(set(self._history.current) | set(current) | set(self._layers.runtime))
+        refused: dict[str, str] = {}
+        if self._screens():
+            served = self._served(keys)
+            changed = {k: current.get(k) for k in keys if current.get(k) != served.get(k)}
+            refused = await self._screen(changed)
+        served = self._served(keys)
         self._history.reset(current, records, head)
-        changes = self._layers.set_runtime(
-            self._history.current, sorted(before | set(self._history.current))
-        )
+        changes = self._serve(keys, refused, served, self._history.version)
         self._dispatch.enqueue(
             ConfigChangeEvent(
                 tuple(changes), ConfigSource.REDIS, head, f"{reason} from the shared store"
@@ -271,3 +355,7 @@ class ConfigState:
             version=self._history.version,
             changed=len(changes),
         )
+
+
+def _nested(key: str, parent: str) -> bool:
+    return key.startswith(parent + ".")
