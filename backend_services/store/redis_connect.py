@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions as rex
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -40,7 +40,7 @@ from redis.backoff import NoBackoff
 from ..errors import StoreConfigurationError, StoreError, StoreUnavailableError
 from ..log import mask_url
 from .redis_packing import fast_packing
-from .redis_pool import WaitingPool, WaitingSentinelPool
+from .redis_pool import WaitingCluster, WaitingPool, WaitingSentinelPool
 
 __all__ = ["RedisTarget", "build_client", "classify", "parse_target"]
 
@@ -145,8 +145,8 @@ def build_client(
     """A redis-py asyncio client for ``target`` (nothing is connected yet).
 
     Connection errors are retried once, at once (a pooled connection may be stale after a
-    server restart); anything longer is the caller's business. On one server and behind
-    Sentinel, commands beyond the pool's size wait for a connection (:class:`WaitingPool`).
+    server restart); anything longer is the caller's business. Commands beyond the pool's
+    size wait for a connection (see :mod:`~backend_services.store.redis_pool`).
     """
     ssl_given = {k: v for k, v in (ssl_options or {}).items() if v is not None}
     if ssl_given and not target.tls:
@@ -175,8 +175,10 @@ def build_client(
         creds = {k: v for k, v in creds.items() if v is not None}
         if target.kind == "cluster":
             cluster_options = {**creds, **options, "ssl": target.tls}
-            return RedisCluster(
-                startup_nodes=[ClusterNode(h, p) for h, p in target.nodes], **cluster_options
+            return WaitingCluster(
+                startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],
+                wait_timeout=socket_timeout,
+                **cluster_options,
             )
         sentinel_options = {**creds, **options, "db": target.db}
         sentinel_kwargs = dict(sentinel_options.pop("sentinel_kwargs", None) or {})

@@ -6,7 +6,8 @@ concurrent writes looked like an outage and sent a failover store to memory.
 :class:`WaitingPool` queues them instead: a command that finds every connection busy
 waits, first come first served, until one is given back, for at most ``wait_timeout``
 seconds, and only then fails. While connections are free it costs one comparison.
-(Redis Cluster clients keep their own per-node pools, which this does not cover.)
+Redis Cluster clients keep a pool per node with the same limit: :class:`WaitingCluster`
+admits at most that many commands at once and queues the rest the same way.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from collections import deque
 from typing import Any
 
 import redis.exceptions as rex
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.sentinel import SentinelConnectionPool
 
-__all__ = ["WaitingPool", "WaitingSentinelPool"]
+__all__ = ["WaitingCluster", "WaitingPool", "WaitingSentinelPool"]
 
 
 class WaitingPool(ConnectionPool):
@@ -75,3 +77,31 @@ class WaitingPool(ConnectionPool):
 
 class WaitingSentinelPool(WaitingPool, SentinelConnectionPool):
     """:class:`WaitingPool` for the master (or a replica) named by Sentinel."""
+
+
+class WaitingCluster(RedisCluster):
+    """A cluster client with at most ``max_connections`` commands in flight (what any one
+    node's pool allows); the others wait their turn, up to ``wait_timeout`` seconds."""
+
+    def __init__(self, *args: Any, wait_timeout: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limit = int(kwargs.get("max_connections", 100))
+        self._turns = asyncio.Semaphore(self._limit)
+        self._wait_timeout = wait_timeout
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        turns = self._turns
+        if turns.locked():
+            try:
+                async with asyncio.timeout(self._wait_timeout):
+                    await turns.acquire()
+            except TimeoutError:
+                raise rex.MaxConnectionsError(
+                    f"all {self._limit} connections stayed busy for {self._wait_timeout} s"
+                ) from None
+        else:
+            await turns.acquire()
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            turns.release()

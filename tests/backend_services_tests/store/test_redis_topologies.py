@@ -41,13 +41,20 @@ async def _multi_key_work(store: RedisStore) -> None:
 async def test_cluster_url_runs_every_script_in_one_slot(
     redis_server_factory: Callable[..., RedisServer], binary: str
 ) -> None:
-    """redis+cluster:// works against a real cluster: hash tags keep each script in one slot."""
+    """redis+cluster:// works against a real cluster: hash tags keep each script in one slot,
+    and commands beyond a node's pool size are queued."""
     server = redis_server_factory(binary, cluster=True, password="pw")
-    store = RedisStore(f"redis+cluster://:pw@{server.host}:{server.port}", namespace="app")
+    store = RedisStore(
+        f"redis+cluster://:pw@{server.host}:{server.port}", namespace="app", max_connections=3
+    )
     await store.initialize()
     try:
         assert store.server_version is not None
         await _multi_key_work(store)
+        # a burst beyond the node's pool size is queued, not taken for an outage
+        assert await asyncio.gather(*(store.incr("burst") for _ in range(100)))
+        assert await store.incr("burst", 0) == 100
+        assert store.status().outages == 0
     finally:
         await store.close()
 
