@@ -62,7 +62,9 @@ class Transition:
 class HealthState:
     """Mutable health of one instance, driven by :meth:`observe`.
 
-    ``registered_at`` and ``since`` are monotonic seconds; ``last_check`` is wall time.
+    ``registered_at``, ``since`` (the last status change) and ``shared_at`` (when this
+    process last shared it without a change) are monotonic seconds; ``last_check`` is
+    wall time.
     """
 
     service_id: str
@@ -76,6 +78,7 @@ class HealthState:
     consecutive_successes: int = 0
     strikes: int = 0
     last_error: str | None = None
+    shared_at: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

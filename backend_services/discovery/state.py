@@ -53,6 +53,7 @@ class DiscoveryState:
         prober: Prober,
         probe: Probe | None,
         check_interval: float,
+        health_refresh: float | None,
         check_jitter: float,
         check_concurrency: int,
         service_ttl: float,
@@ -109,8 +110,10 @@ class DiscoveryState:
         self._last_connected = clock.monotonic()
         self._next_reap = 0.0
         self._rng = random.Random()
+        self._health_refresh = health_refresh
         self._stats = {
             "health_checks": 0,
+            "health_refreshes": 0,
             "failed_health_checks": 0,
             "rejected_records": 0,
             "events_applied": 0,

@@ -81,23 +81,38 @@ class Upkeep(DiscoveryState):
         )
         snapshot = machine.snapshot()
         if transition is None:
-            if entry.health.status is snapshot.status:
+            if entry.health.status is not snapshot.status:
+                return
+            refresh = self._health_refresh
+            if refresh is not None and now - max(machine.since, machine.shared_at) >= refresh:
+                # no change for a while: share the latest check anyway, so other processes
+                # see a recent last_check and response time
+                machine.shared_at = now
+                self._stats["health_refreshes"] += 1
+                position = await self._share(snapshot, "refresh")
+                self._view.set_health(snapshot, position=position, local=position > 0)
+            else:
                 self._view.set_health(snapshot)
             return
         await self._publish(snapshot, transition)
 
-    async def _publish(self, snapshot: ServiceHealth, transition: Transition) -> None:
+    async def _share(self, snapshot: ServiceHealth, reason: str) -> int:
+        """Write the health record and its feed event; the event's position (0 if the
+        store could not be reached)."""
         registry = self._registry
         assert registry is not None
-        sid = snapshot.service_id
-        position = 0
         try:
-            position = await registry.publish_health(snapshot, reason=transition.reason)
+            return await registry.publish_health(snapshot, reason=reason)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._stats["store_errors"] += 1
-            _log.warning("health_publish_failed", service_id=sid, error=repr(exc))
+            _log.warning("health_publish_failed", service_id=snapshot.service_id, error=repr(exc))
+            return 0
+
+    async def _publish(self, snapshot: ServiceHealth, transition: Transition) -> None:
+        sid = snapshot.service_id
+        position = await self._share(snapshot, transition.reason)
         level = _log.info if transition.new is ServiceStatus.HEALTHY else _log.warning
         level(
             "service_status_changed",

@@ -88,6 +88,12 @@ def _positive(name: str, value: Any) -> float:
     return float(value)
 
 
+def _refresh_period(value: float | Unset | None, interval: float) -> float | None:
+    if isinstance(value, Unset):
+        return max(30.0, 5 * interval)
+    return None if value is None else _positive("health_refresh", value)
+
+
 class _ReadOnly(Mapping[str, Any]):
     """A live read-only mapping over the local cache."""
 
@@ -126,7 +132,10 @@ class ServiceDiscovery(Registrations):
     set), ``outlier_policy``, ``preservation_policy``, ``store`` (a
     :class:`~backend_services.store.protocol.Store` to use instead of opening one),
     ``node_id``, ``probe`` (replaces the HTTP/TCP prober), ``shards``,
-    ``maintenance_interval``, ``session`` (an aiohttp session for the checks).
+    ``maintenance_interval``, ``session`` (an aiohttp session for the checks),
+    ``health_refresh`` (seconds without a status change after which the checking process
+    shares its latest check anyway, so every process sees a recent ``last_check``; default
+    the larger of 30 s and five check intervals, ``None``: only on changes).
     """
 
     def __init__(
@@ -156,6 +165,7 @@ class ServiceDiscovery(Registrations):
         probe: Probe | None = None,
         shards: int = DEFAULT_SHARDS,
         maintenance_interval: float | None = None,
+        health_refresh: float | Unset | None = UNSET,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         settings = load_settings(config_file)
@@ -203,6 +213,7 @@ class ServiceDiscovery(Registrations):
             ),
             probe=probe,
             check_interval=interval,
+            health_refresh=_refresh_period(health_refresh, interval),
             check_jitter=check_jitter,
             check_concurrency=check_concurrency,
             service_ttl=ttl,
@@ -338,6 +349,7 @@ class ServiceDiscovery(Registrations):
             "failed_health_checks": self._stats["failed_health_checks"],
             "discovery_requests": self._discovery_requests,
             "health_checks": self._stats["health_checks"],
+            "health_refreshes": self._stats["health_refreshes"],
             "owned_registrations": len(self._owned),
             "scheduled_checks": len(self._schedule),
             "shards_held": len(self._shards.held) if self._shards is not None else 0,

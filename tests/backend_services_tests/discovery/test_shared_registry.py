@@ -464,3 +464,43 @@ async def test_own_registrations_are_left_to_their_calls_not_the_feed(clock: Fak
         assert applied == ["theirs"]
         assert {f"own-{i}" for i in range(20)} | {"theirs"} == set(local.services)
         assert local.get_metrics()["registered_services"] == 21
+
+
+async def test_a_steady_status_is_shared_again_after_the_refresh_period(
+    clock: FakeClock, make: Make
+) -> None:
+    """With no status change, the checking process still shares its latest check every
+    refresh period, so another process sees a recent last_check; no callback fires."""
+    a, b = make("a", health_refresh=60.0), make("b", health_refresh=60.0)
+    await a.initialize()
+    await b.initialize()
+    await clock.advance(7)
+    await a.register_service(_ep("s1"))
+    await clock.advance(11)
+    checker = a if "s1" in a._machines else b
+    other = b if checker is a else a
+    first = (await other.get_service_health("s1")).last_check  # type: ignore[union-attr]
+    ups: list[str] = []
+    other.add_service_up_callback(ups.append)
+    await clock.advance(130)
+    later = (await other.get_service_health("s1")).last_check  # type: ignore[union-attr]
+    assert later >= first + 100
+    assert 1 <= checker.get_metrics()["health_refreshes"] <= 3  # about one per 60 s
+    assert ups == []
+
+
+async def test_without_refresh_only_changes_are_shared(clock: FakeClock, make: Make) -> None:
+    """health_refresh=None: another process's last_check stays at the last change."""
+    a, b = make("a", health_refresh=None), make("b", health_refresh=None)
+    await a.initialize()
+    await b.initialize()
+    await clock.advance(7)
+    await a.register_service(_ep("s1"))
+    await clock.advance(11)
+    first = (await b.get_service_health("s1")).last_check  # type: ignore[union-attr]
+    await clock.advance(130)
+    checker = a if "s1" in a._machines else b
+    other = b if checker is a else a
+    assert (await other.get_service_health("s1")).last_check == first  # type: ignore[union-attr]
+    assert (await checker.get_service_health("s1")).last_check > first + 100  # type: ignore[union-attr]
+    assert checker.get_metrics()["health_refreshes"] == 0
