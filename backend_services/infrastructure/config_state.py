@@ -249,17 +249,17 @@ class ConfigState:
                 break
             except ConfigValidationError as exc:
                 at = exc.field
-                hit = [
-                    k
-                    for k in pending
-                    if k == at or k.startswith(at + ".") or at.startswith(k + ".")
-                ]
+                hit = [k for k in pending if k == at or _nested(k, at) or _nested(at, k)]
                 if not hit:  # not caused by this change: nothing to hold back
                     break
                 for key in hit:
                     refused[key] = str(exc)
                     del pending[key]
         return refused
+
+    def _runtime_keys(self, current: Mapping[str, Entry]) -> list[str]:
+        """Every key a replacement of the runtime content by ``current`` may change."""
+        return sorted(set(self._history.current) | set(current) | set(self._layers.runtime))
 
     def _served(self, keys: Iterable[str]) -> dict[str, Entry]:
         """The runtime entries of ``keys`` as served now (taken before a change)."""
@@ -320,9 +320,9 @@ class ConfigState:
 
     def _applied(self, record: VersionRecord) -> bool:
         head = self._history.head
-        return (head is not None and head.id == record.id) or self._history.find(
-            record.id
-        ) is not None
+        if head is not None and head.id == record.id:
+            return True
+        return self._history.find(record.id) is not None
 
     async def adopt(
         self,
@@ -333,12 +333,13 @@ class ConfigState:
     ) -> None:
         """Replace the runtime layer and history (after a resync or reconciliation); the
         values that differ from what this process serves are validated first."""
-        keys = sorted(set(self._history.current) | set(current) | set(self._layers.runtime))
         refused: dict[str, str] = {}
         if self._screens():
-            served = self._served(keys)
-            changed = {k: current.get(k) for k in keys if current.get(k) != served.get(k)}
+            served = self._served(self._runtime_keys(current))
+            changed = {k: current.get(k) for k, e in served.items() if current.get(k) != e}
+            changed.update({k: e for k, e in current.items() if k not in served})
             refused = await self._screen(changed)
+        keys = self._runtime_keys(current)  # after the wait: a write may have come meanwhile
         served = self._served(keys)
         self._history.reset(current, records, head)
         changes = self._serve(keys, refused, served, self._history.version)
