@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import random
 import shutil
 import signal
 import socket
@@ -57,10 +58,31 @@ def _find_binary(kind: str) -> str:
     raise RedisServerError(f"binary={kind!r}: {relative} not found in the {package} package")
 
 
-def _free_port(host: str) -> int:
+_CLUSTER_PORTS = range(20000, 30000)
+"""Where cluster nodes listen: each also opens its port + 10000 for the cluster bus, so
+the port must be at most 55535; below the usual ephemeral range, so that client
+connections do not take it meanwhile."""
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(host: str, *, cluster: bool = False) -> int:
+    """A port nothing listens on (for a cluster node, with its bus port free too)."""
+    if not cluster:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            return int(sock.getsockname()[1])
+    for port in random.sample(_CLUSTER_PORTS, 200):
+        if _bindable(host, port) and _bindable(host, port + 10000):
+            return port
+    raise RedisServerError(f"no free port pair for a cluster node on {host}")
 
 
 def _ping(host: str, port: int, timeout: float) -> bool:
@@ -112,7 +134,7 @@ class RedisServer:
         self.binary = binary
         self.executable = _find_binary(binary)
         self.host = host
-        self.port = port if port is not None else _free_port(host)
+        self.port = port if port is not None else _free_port(host, cluster=cluster)
         self._fixed_port = port is not None
         self.password = password
         self.acl_users = tuple(acl_users)
@@ -218,7 +240,8 @@ class RedisServer:
             except RedisServerError:
                 if attempt == attempts - 1:
                     raise
-                self.port = _free_port(self.host)  # the port was taken meanwhile: move on
+                # the port was taken meanwhile: move on
+                self.port = _free_port(self.host, cluster=self.cluster)
         return self  # pragma: no cover - loop always returns or raises
 
     def _launch(self) -> None:
