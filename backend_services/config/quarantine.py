@@ -59,6 +59,9 @@ class Quarantine:
             else:
                 self._held[key] = Held(served.get(key), version, reason)
 
+    def get(self, key: str) -> Held | None:
+        return self._held.get(key)
+
     def effective(self, current: Mapping[str, Entry]) -> Mapping[str, Entry]:
         """What to serve: the fleet's ``current`` content with the held keys kept back
         (``current`` itself when nothing is held)."""

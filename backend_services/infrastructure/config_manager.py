@@ -74,6 +74,7 @@ audit log). The fleet synchroniser is
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -356,8 +357,15 @@ class ConfigurationManager(
         }
 
     def explain(self, key: str, *, reveal: bool = False) -> Explanation:
-        """Which layer supplies ``key``, and which lower layers it overrides."""
-        return self._layers.explain(key, reveal=reveal)
+        """Which layer supplies ``key``, and which lower layers it overrides (and, for a
+        key held back here, which fleet version was refused and why)."""
+        explanation = self._layers.explain(key, reveal=reveal)
+        held = self._quarantine.get(key)
+        if held is None:
+            return explanation
+        note = f"held back: the fleet's version {held.version} was refused here ({held.reason})"
+        detail = f"{explanation.detail}; {note}" if explanation.detail else note
+        return dataclasses.replace(explanation, detail=detail)
 
     # ------------------------------------------------------------------ callbacks ----
 

@@ -96,6 +96,8 @@ class TestHeldBack:
         assert reader.get_metrics()["held_back"] == 1
         explained = reader.explain("membrane_depth")
         assert (explained.source, explained.version) == (ConfigSource.API, 1)
+        assert "fleet's version 2 was refused here" in explained.detail
+        assert "held back" not in writer.explain("membrane_depth").detail
 
     async def test_a_later_valid_version_ends_the_hold(self, make: Make) -> None:
         """A valid value for a held key applies and the hold is gone."""
