@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -11,27 +11,11 @@ from aiohttp import web
 
 from backend_services.observability import tracing
 
-otel_sdk = pytest.importorskip("opentelemetry.sdk.trace", reason="the otel extra is not installed")
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+pytest.importorskip("opentelemetry.sdk.trace", reason="the otel extra is not installed")
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
-from opentelemetry.trace import SpanKind  # noqa: E402
-
-
-@pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    """Spans recorded in memory by an SDK provider used only by this test."""
-    exp = InMemorySpanExporter()
-    provider = otel_sdk.TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exp))
-    tracing.set_tracer_provider(provider)
-    try:
-        yield exp
-    finally:
-        tracing.set_tracer_provider(None)
-        tracing.set_enabled(True)
-        provider.shutdown()
+from opentelemetry.trace import SpanKind
 
 
 @pytest.fixture

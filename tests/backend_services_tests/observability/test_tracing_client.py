@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -19,13 +19,12 @@ from backend_services.observability import tracing
 
 from ..discovery.servers import free_port
 
-otel_sdk = pytest.importorskip("opentelemetry.sdk.trace", reason="the otel extra is not installed")
-from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+pytest.importorskip("opentelemetry.sdk.trace", reason="the otel extra is not installed")
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
-from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
+from opentelemetry.trace import SpanKind, StatusCode
 
 T = ServiceType.DTESN_MEMBRANE
 
@@ -94,21 +93,6 @@ async def fleet() -> AsyncIterator[Fleet]:
         await discovery.shutdown()
         for server in f.servers:
             await server.stop()
-
-
-@pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    """Spans recorded in memory by an SDK provider used only by this test."""
-    exp = InMemorySpanExporter()
-    provider = otel_sdk.TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exp))
-    tracing.set_tracer_provider(provider)
-    try:
-        yield exp
-    finally:
-        tracing.set_tracer_provider(None)
-        tracing.set_enabled(True)
-        provider.shutdown()
 
 
 def client_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
