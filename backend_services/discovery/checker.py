@@ -68,7 +68,6 @@ class CheckSchedule:
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(max_in_flight)
         self._wake = asyncio.Event()
-        self.completed = 0
 
     def __contains__(self, service_id: object) -> bool:
         return service_id in self._endpoints
@@ -148,12 +147,9 @@ class CheckSchedule:
                 delay = self._heap[0][0] - self._clock.monotonic()
                 if delay <= 0:
                     return
-                await self._sleep_or_wake(delay)
+                await sleep_or_wake(self._clock, delay, self._wake)
             else:
                 await self._wake.wait()
-
-    async def _sleep_or_wake(self, delay: float) -> None:
-        await sleep_or_wake(self._clock, delay, self._wake)
 
     async def _check(self, endpoint: ServiceEndpoint) -> None:
         sid = endpoint.service_id
@@ -167,7 +163,6 @@ class CheckSchedule:
         finally:
             self._slots.release()
             self._running.discard(sid)
-        self.completed += 1
         current = self._endpoints.get(sid)
         if current is not None and sid not in self._due:
             self._push(sid, started + self.next_gap())

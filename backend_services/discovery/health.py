@@ -15,7 +15,7 @@ instance from flipping on every check.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ValidationError
@@ -79,7 +79,6 @@ class HealthState:
     strikes: int = 0
     last_error: str | None = None
     shared_at: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_health(cls, health: ServiceHealth, now: float) -> HealthState:
@@ -167,13 +166,11 @@ class HealthState:
             self.consecutive_successes = 0
         return Transition(self.service_id, old, new, reason)
 
-    def snapshot(self, *, since_wall: float | None = None) -> ServiceHealth:
+    def snapshot(self) -> ServiceHealth:
         """The public :class:`ServiceHealth` of this state."""
-        metadata: dict[str, Any] = dict(self.extra)
+        metadata: dict[str, Any] = {}
         if self.last_error:
             metadata["last_error"] = self.last_error
-        if since_wall is not None:
-            metadata["since"] = since_wall
         return ServiceHealth(
             service_id=self.service_id,
             status=self.status,

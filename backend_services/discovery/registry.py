@@ -8,11 +8,11 @@ sees an event without its record or an index entry without its event.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConflictError, StoreUnavailableError
+from ..errors import StoreUnavailableError
 from ..store.protocol import Append, Check, Delete, Operation, Put, SetAdd, SetRemove, Store
 from .model import ServiceEndpoint, ServiceHealth, ServiceStatus, ServiceType
 from .records import (
@@ -65,7 +65,6 @@ class Snapshot:
 
     entries: list[tuple[ServiceEndpoint, ServiceHealth, str | None]] = field(default_factory=list)
     rejected: list[RejectedRecord] = field(default_factory=list)
-    indexed: set[str] = field(default_factory=set)
 
 
 class Registry:
@@ -283,7 +282,7 @@ class Registry:
         """Every live registration with its health (signatures and fields checked)."""
         indexes = await self.indexed_ids()
         ids = sorted(set().union(*indexes.values()))
-        snap = Snapshot(indexed=set(ids))
+        snap = Snapshot()
         if not ids:
             return snap
         records = await self.store.get_many([service_key(s) for s in ids])
@@ -326,17 +325,3 @@ class Registry:
         present = await self.store.get_many([service_key(s) for s, _ in pairs])
         gone = [(s, t) for s, t in pairs if service_key(s) not in present]
         return gone, len(pairs)
-
-    async def remove_expired(self, gone: Iterable[tuple[str, ServiceType]]) -> list[int]:
-        """Remove expired registrations (skipping any that came back meanwhile)."""
-        positions: list[int] = []
-        for sid, service_type in gone:
-            try:
-                positions.append(
-                    await self.deregister(
-                        sid, service_type, op="expire", reason="ttl expired", only_if_absent=True
-                    )
-                )
-            except ConflictError:
-                continue
-        return positions

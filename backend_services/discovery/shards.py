@@ -66,11 +66,6 @@ class ShardLeases:
                 gained.add(shard)
         return gained, lost
 
-    def drop_all(self) -> set[int]:
-        """Forget every shard locally (e.g. after the store was lost); returns them."""
-        dropped, self.held = self.held, set()
-        return dropped
-
     async def release_all(self) -> None:
         """Give every shard back and leave the list of live processes."""
         for shard in sorted(self.held):
