@@ -69,6 +69,20 @@ async def cm(make: Callable[..., ConfigurationManager]) -> AsyncIterator[Configu
     await manager.shutdown()
 
 
+@pytest.fixture
+async def pair(
+    make: Callable[..., ConfigurationManager], clock: FakeClock
+) -> AsyncIterator[tuple[ConfigurationManager, ConfigurationManager]]:
+    """Two initialized managers sharing one in-memory store (no last-known-good file)."""
+    store = MemoryStore(clock=clock)
+    a, b = make(store=store, last_known_good=None), make(store=store, last_known_good=None)
+    await a.initialize()
+    await b.initialize()
+    yield a, b
+    await a.shutdown()
+    await b.shutdown()
+
+
 def _write(path: Path, doc: Any) -> None:
     path.write_text(json.dumps(doc) if not isinstance(doc, str) else doc)
     st = path.stat()
@@ -348,13 +362,10 @@ class TestCompareAndSet:
         assert cm.version == 2
 
     async def test_two_managers_on_one_store_race(
-        self, make: Callable[..., ConfigurationManager], clock: FakeClock
+        self, pair: tuple[ConfigurationManager, ConfigurationManager]
     ) -> None:
         """Two writers expecting the same key version: exactly one wins."""
-        store = MemoryStore(clock=clock)
-        a, b = make(store=store, last_known_good=None), make(store=store, last_known_good=None)
-        await a.initialize()
-        await b.initialize()
+        a, b = pair
         await a.set_config("k", 0)
         await _settle()
         results = await asyncio.gather(
@@ -366,25 +377,18 @@ class TestCompareAndSet:
         await _settle()
         assert a.version == b.version == 2
         assert await a.get_config("k") == await b.get_config("k")
-        await a.shutdown()
-        await b.shutdown()
 
     async def test_concurrent_writes_without_expectations_all_land(
-        self, make: Callable[..., ConfigurationManager], clock: FakeClock
+        self, pair: tuple[ConfigurationManager, ConfigurationManager]
     ) -> None:
         """Without expectations, racing writers are re-planned: nothing is lost."""
-        store = MemoryStore(clock=clock)
-        a, b = make(store=store, last_known_good=None), make(store=store, last_known_good=None)
-        await a.initialize()
-        await b.initialize()
+        a, b = pair
         await asyncio.gather(*(m.set_config(f"k{i}", i) for i in range(10) for m in (a, b)))
         await _settle()
         assert a.version == b.version == 10
         assert (
             await a.get_all_config() == await b.get_all_config() == {f"k{i}": i for i in range(10)}
         )
-        await a.shutdown()
-        await b.shutdown()
 
 
 # ------------------------------------------------------------------ versions --
@@ -537,13 +541,10 @@ class TestCallbacks:
         assert [c.key for c in events[0].changes] == ["a", "b"]
 
     async def test_remote_change_fires_callbacks_once(
-        self, make: Callable[..., ConfigurationManager], clock: FakeClock
+        self, pair: tuple[ConfigurationManager, ConfigurationManager]
     ) -> None:
         """A change made through another manager on the same store fires here once."""
-        store = MemoryStore(clock=clock)
-        a, b = make(store=store, last_known_good=None), make(store=store, last_known_good=None)
-        await a.initialize()
-        await b.initialize()
+        a, b = pair
         seen: list[Any] = []
         b.add_change_callback("depth", lambda k, n, o: seen.append(n))
         await a.set_config("depth", 7)
@@ -555,8 +556,6 @@ class TestCallbacks:
         await a.rollback_to_version(1)
         await _settle()
         assert b.version == 2
-        await a.shutdown()
-        await b.shutdown()
 
 
 # ------------------------------------------------------------------ file watch --
