@@ -136,11 +136,9 @@ class Supervisor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # A client library turned our cancellation into its own error (a
-                    # timeout, a lost connection): this is a stop, not a crash.
-                    raise asyncio.CancelledError from exc
+                # A client library may turn our cancellation into its own error (a
+                # timeout, a lost connection): that is a stop, not a crash.
+                raise_if_cancelling(exc)
                 self.crashes[name] = self.crashes.get(name, 0) + 1
                 if self._clock.monotonic() - started > backoff.maximum:
                     backoff.reset()
