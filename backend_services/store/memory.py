@@ -283,7 +283,7 @@ class MemoryStore:
         self._records[key] = _Entry(
             freeze(key, record.value), record.version, record.updated_at, expires
         )
-        if expires is not None and ttl is not None:
+        if expires is not None:
             heapq.heappush(self._expiry, (expires, next(self._seq), key))
 
     def mirror_members(self, key: str, members: set[str]) -> None:
