@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from ..clock import Clock, resolve_clock
 from ..log import get_logger
 from .model import ServiceEndpoint
-from .probes import Probe, ProbeResult
+from .probes import Probe, ProbeResult, run_probe
 
 __all__ = ["CheckSchedule", "sleep_or_wake"]
 
@@ -155,11 +155,7 @@ class CheckSchedule:
         sid = endpoint.service_id
         started = self._clock.monotonic()
         try:
-            result = await self._probe(endpoint)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            result = ProbeResult(False, 0.0, f"probe crashed: {exc!r}")
+            result = await run_probe(self._probe, endpoint)
         finally:
             self._slots.release()
             self._running.discard(sid)

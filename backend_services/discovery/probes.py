@@ -18,7 +18,7 @@ from ..clock import Clock, resolve_clock
 from ..errors import ValidationError
 from .model import DEFAULT_HEALTH_PATH, ServiceEndpoint
 
-__all__ = ["HTTP_PROTOCOLS", "Probe", "ProbeResult", "Prober"]
+__all__ = ["HTTP_PROTOCOLS", "Probe", "ProbeResult", "Prober", "run_probe"]
 
 HTTP_PROTOCOLS = frozenset({"http", "https"})
 
@@ -35,6 +35,16 @@ class ProbeResult:
 
 Probe = Callable[[ServiceEndpoint], Awaitable[ProbeResult]]
 """Anything that checks one endpoint (a :class:`Prober` is one)."""
+
+
+async def run_probe(probe: Probe, endpoint: ServiceEndpoint) -> ProbeResult:
+    """``probe(endpoint)``; a probe that raises counts as a failed check."""
+    try:
+        return await probe(endpoint)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return ProbeResult(False, 0.0, f"probe crashed: {exc!r}")
 
 
 class Prober:

@@ -21,7 +21,7 @@ from ..tasks import raise_if_cancelling
 from .checker import sleep_or_wake
 from .health import HealthState, Transition
 from .model import ServiceEndpoint, ServiceHealth, ServiceStatus
-from .probes import ProbeResult
+from .probes import ProbeResult, run_probe
 from .records import REAPER_LEASE
 from .registry import Owned, Registration
 from .state import DiscoveryState
@@ -46,12 +46,7 @@ class Upkeep(DiscoveryState):
         task.add_done_callback(self._tasks.discard)
 
     async def _one_check(self, endpoint: ServiceEndpoint) -> None:
-        try:
-            result = await self._probe(endpoint)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            result = ProbeResult(False, 0.0, f"probe crashed: {exc!r}")
+        result = await run_probe(self._probe, endpoint)
         try:
             await self._on_result(endpoint, result)
         except Exception as exc:
