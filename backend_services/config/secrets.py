@@ -21,7 +21,7 @@ import binascii
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
@@ -100,10 +100,6 @@ class SecretBox:
             if kid not in self._ciphers:
                 self._ciphers[kid] = AESGCM(key)
                 self._order.append(kid)
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> SecretBox:
-        return cls(parse_keys(environ.get(ENCRYPTION_KEYS_ENV)))
 
     @property
     def enabled(self) -> bool:

@@ -232,12 +232,6 @@ class VersionHistory:
         )
         self._trim()
 
-    def set_max_versions(self, max_versions: int) -> None:
-        if max_versions < 1:
-            raise ValidationError("max_versions", max_versions, "an integer >= 1")
-        self.max_versions = max_versions
-        self._trim()
-
     def _trim(self) -> None:
         while len(self._records) > self.max_versions:
             dropped = self._records.popleft()
