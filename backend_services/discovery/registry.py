@@ -203,21 +203,28 @@ class Registry:
     ) -> int:
         """Remove a registration (``only_if_absent``: only when its record has expired —
         raises ConflictError if it came back). Returns the event's feed position."""
+        ops = self._deregister_ops(service_id, service_type, op, reason, only_if_absent)
+        result = await self.store.commit(ops)
+        return result.positions.get(FEED, 0)
+
+    def _deregister_ops(
+        self,
+        service_id: str,
+        service_type: ServiceType,
+        op: str,
+        reason: str,
+        only_if_absent: bool = False,
+    ) -> list[Operation]:
         event = signed_event(
             op, service_id, self.signer, type=service_type.value, reason=reason, writer=self.node
         )
-        ops: list[Operation] = []
-        if only_if_absent:
-            ops.append(Check(service_key(service_id), 0))
-        else:
-            ops.append(Delete(service_key(service_id)))
-        ops += [
+        record = service_key(service_id)
+        return [
+            Check(record, 0) if only_if_absent else Delete(record),
             Delete(health_key(service_id)),
             SetRemove(index_key(service_type), (service_id,)),
             self._append(event),
         ]
-        result = await self.store.commit(ops)
-        return result.positions.get(FEED, 0)
 
     async def deregister_many(
         self, entries: Sequence[tuple[str, ServiceType]], *, reason: str = "deregistered"
@@ -228,20 +235,7 @@ class Registry:
             batch = entries[start : start + REGISTER_BATCH]
             ops: list[Operation] = []
             for sid, service_type in batch:
-                event = signed_event(
-                    "deregister",
-                    sid,
-                    self.signer,
-                    type=service_type.value,
-                    reason=reason,
-                    writer=self.node,
-                )
-                ops += [
-                    Delete(service_key(sid)),
-                    Delete(health_key(sid)),
-                    SetRemove(index_key(service_type), (sid,)),
-                    self._append(event),
-                ]
+                ops += self._deregister_ops(sid, service_type, "deregister", reason)
             result = await self.store.commit(ops)
             last = result.positions.get(FEED, 0)
             positions += [last - len(batch) + 1 + i if last else 0 for i in range(len(batch))]
