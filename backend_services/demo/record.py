@@ -74,14 +74,6 @@ class Recorder:
     def latency_ms(self, q: float) -> float:
         return percentile([c.latency for c in self.calls if c.outcome != "failed"], q) * 1000
 
-    def last_served_by(self, subject: str) -> float | None:
-        times = [c.t for c in self.calls if c.served_by == subject]
-        return max(times) if times else None
-
-    def first_served_by(self, subject: str, after: float) -> float | None:
-        times = [c.t for c in self.calls if c.served_by == subject and c.t >= after]
-        return min(times) if times else None
-
     # --- events -----------------------------------------------------------------------
 
     def event(self, event: Event) -> None:

@@ -65,7 +65,6 @@ class Traffic:
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self.sent = 0
-        self.skipped = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="demo:traffic")
@@ -85,9 +84,7 @@ class Traffic:
         next_at = self.now()
         while True:
             next_at += interval
-            if self._slots.locked():
-                self.skipped += 1  # too many in flight: do not pile up
-            else:
+            if not self._slots.locked():  # else too many in flight: skip a beat, do not pile up
                 await self._slots.acquire()
                 body = self.bodies[self.sent % len(self.bodies)]
                 self.sent += 1
