@@ -281,9 +281,10 @@ def load_settings(
         doc = _read_file(path, "DTESN_CONFIG_FILE") if path else {}
     where = path or "<settings>"
 
-    sd = _section(doc, "service_discovery", where)
-    cb = _section(doc, "circuit_breaker", where)
-    dg = _section(doc, "degradation", where)
+    sections = {
+        name: _section(doc, name, where)
+        for name in ("service_discovery", "circuit_breaker", "degradation")
+    }
 
     def num(name: str, s: Any) -> float:
         return float(_number(name, s))
@@ -294,63 +295,35 @@ def load_settings(
     def posint(name: str, s: Any) -> int:
         return int(_number(name, s, integer=True, minimum=1))
 
-    redis_url = _get(
-        env, "DTESN_SERVICE_REDIS_URL", sd, "redis_url", f"{where}:service_discovery", _url
-    )
+    def said(section: str, var: str, key: str, parse: Callable[[str, Any], Any]) -> Any:
+        return _get(env, var, sections[section], key, f"{where}:{section}", parse)
+
+    redis_url = said("service_discovery", "DTESN_SERVICE_REDIS_URL", "redis_url", _url)
     discovery = DiscoverySettings(
-        health_check_interval=_get(
-            env,
-            "DTESN_SERVICE_HEALTH_CHECK_INTERVAL",
-            sd,
-            "health_check_interval",
-            f"{where}:service_discovery",
-            pos,
+        health_check_interval=said(
+            "service_discovery", "DTESN_SERVICE_HEALTH_CHECK_INTERVAL", "health_check_interval", pos
         ),
-        health_check_timeout=_get(
-            env,
-            "DTESN_SERVICE_HEALTH_CHECK_TIMEOUT",
-            sd,
-            "health_check_timeout",
-            f"{where}:service_discovery",
-            pos,
+        health_check_timeout=said(
+            "service_discovery", "DTESN_SERVICE_HEALTH_CHECK_TIMEOUT", "health_check_timeout", pos
         ),
-        max_consecutive_failures=_get(
-            env,
-            "DTESN_SERVICE_MAX_FAILURES",
-            sd,
-            "max_consecutive_failures",
-            f"{where}:service_discovery",
-            posint,
+        max_consecutive_failures=said(
+            "service_discovery", "DTESN_SERVICE_MAX_FAILURES", "max_consecutive_failures", posint
         ),
-        service_ttl=_get(
-            env, "DTESN_SERVICE_TTL", sd, "service_ttl", f"{where}:service_discovery", pos
-        ),
+        service_ttl=said("service_discovery", "DTESN_SERVICE_TTL", "service_ttl", pos),
     )
     breaker = CircuitBreakerSettings(
-        failure_threshold=_get(
-            env,
-            "DTESN_CB_FAILURE_THRESHOLD",
-            cb,
-            "default_failure_threshold",
-            f"{where}:circuit_breaker",
-            posint,
+        failure_threshold=said(
+            "circuit_breaker", "DTESN_CB_FAILURE_THRESHOLD", "default_failure_threshold", posint
         ),
-        timeout=_get(
-            env, "DTESN_CB_TIMEOUT", cb, "default_timeout", f"{where}:circuit_breaker", pos
-        ),
-        request_timeout=_get(
-            env, "DTESN_CB_REQUEST_TIMEOUT", cb, "request_timeout", f"{where}:circuit_breaker", pos
-        ),
-        slow_call_threshold=_get(
-            env,
-            "DTESN_CB_SLOW_CALL_THRESHOLD",
-            cb,
-            "slow_call_threshold",
-            f"{where}:circuit_breaker",
-            pos,
+        timeout=said("circuit_breaker", "DTESN_CB_TIMEOUT", "default_timeout", pos),
+        request_timeout=said("circuit_breaker", "DTESN_CB_REQUEST_TIMEOUT", "request_timeout", pos),
+        slow_call_threshold=said(
+            "circuit_breaker", "DTESN_CB_SLOW_CALL_THRESHOLD", "slow_call_threshold", pos
         ),
     )
-    thresholds = _thresholds(dg.get("thresholds"), f"{where}:degradation.thresholds")
+    thresholds = _thresholds(
+        sections["degradation"].get("thresholds"), f"{where}:degradation.thresholds"
+    )
     for var, resource in (
         ("DTESN_DEGRADATION_CPU_THRESHOLD", "cpu"),
         ("DTESN_DEGRADATION_MEMORY_THRESHOLD", "memory"),
@@ -359,21 +332,11 @@ def load_settings(
         if raw is not None and raw.strip() != "":
             thresholds.setdefault(resource, {})["minimal"] = _fraction(var, raw.strip())
     degradation = DegradationSettings(
-        check_interval=_get(
-            env,
-            "DTESN_DEGRADATION_CHECK_INTERVAL",
-            dg,
-            "check_interval",
-            f"{where}:degradation",
-            pos,
+        check_interval=said(
+            "degradation", "DTESN_DEGRADATION_CHECK_INTERVAL", "check_interval", pos
         ),
-        recovery_delay=_get(
-            env,
-            "DTESN_DEGRADATION_RECOVERY_DELAY",
-            dg,
-            "recovery_delay",
-            f"{where}:degradation",
-            num,
+        recovery_delay=said(
+            "degradation", "DTESN_DEGRADATION_RECOVERY_DELAY", "recovery_delay", num
         ),
         thresholds=thresholds,
     )
