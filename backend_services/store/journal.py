@@ -121,9 +121,3 @@ class Journal:
                 if not pending:
                     self._appends.pop(entry.stream, None)
             self._entries.pop(ident, None)
-
-    def clear(self) -> None:
-        self._entries.clear()
-        self._keys.clear()
-        self._appends.clear()
-        self.tombstones.clear()
