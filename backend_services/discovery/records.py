@@ -115,7 +115,15 @@ def signed_event(op: str, service_id: str, signer: RecordSigner, **fields: Any) 
     return signer.sign({"kind": "event", "op": op, "id": service_id, **fields})
 
 
-def _check(doc: Any, kind: str, signer: RecordSigner, service_id: str | None) -> Mapping[str, Any]:
+def _check(
+    doc: Any, kind: str, signer: RecordSigner, service_id: str | None, *, verified: bool = False
+) -> Mapping[str, Any]:
+    """``doc`` as a document of ``kind`` with a valid signature (``verified``: the
+    signature was checked with the event that carries it; only its shape is checked)."""
+    if verified:
+        if not isinstance(doc, Mapping):
+            raise RejectedRecord(kind, "malformed document", service_id)
+        return doc
     if not isinstance(doc, Mapping) or doc.get("kind") != kind:
         raise RejectedRecord(kind, "malformed document", service_id)
     verdict = signer.accepts(doc)
@@ -128,10 +136,7 @@ def read_registration(
     doc: Any, signer: RecordSigner, service_id: str | None = None, *, verified: bool = False
 ) -> tuple[ServiceEndpoint, str | None]:
     """``(endpoint, owner)`` from a registration document."""
-    if not verified:
-        doc = _check(doc, "registration", signer, service_id)
-    elif not isinstance(doc, Mapping):
-        raise RejectedRecord("registration", "malformed document", service_id)
+    doc = _check(doc, "registration", signer, service_id, verified=verified)
     try:
         endpoint = endpoint_from_dict(doc.get("endpoint"))
     except ValidationError as exc:
@@ -146,10 +151,7 @@ def read_health(
     doc: Any, signer: RecordSigner, service_id: str | None = None, *, verified: bool = False
 ) -> ServiceHealth:
     """The :class:`ServiceHealth` in a health document."""
-    if not verified:
-        doc = _check(doc, "health", signer, service_id)
-    elif not isinstance(doc, Mapping):
-        raise RejectedRecord("health", "malformed document", service_id)
+    doc = _check(doc, "health", signer, service_id, verified=verified)
     try:
         health = health_from_dict(doc.get("health"))
     except ValidationError as exc:
