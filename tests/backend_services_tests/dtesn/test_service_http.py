@@ -431,8 +431,9 @@ class TestLifecycle:
         call = asyncio.create_task(http.post(f"{svc.url}/process", json=_body()))
         await _until_sleeping(clock)
         stopping = asyncio.create_task(svc.stop())
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # real time for a stop() that did not wait to finish
         assert not svc.ready
+        assert not stopping.done()
         await clock.advance(1.0)
         resp = await asyncio.wait_for(call, 5)
         assert resp.status == 200
