@@ -40,7 +40,7 @@ from ..config.quarantine import Quarantine
 from ..config.secrecy import SecretPolicy
 from ..config.secrets import ENCRYPTION_KEYS_ENV, SecretBox, parse_keys
 from ..config.sources import read_environment
-from ..config.tree import SortedKeys, flatten
+from ..config.tree import SortedKeys, flatten, is_under
 from ..config.validation import Limits, ValidatorRegistry, check_value, run_schema, run_validators
 from ..config.versions import DEFAULT_MAX_VERSIONS, VersionHistory
 from ..config.watch import FileWatch
@@ -249,7 +249,7 @@ class ConfigState:
                 break
             except ConfigValidationError as exc:
                 at = exc.field
-                hit = [k for k in pending if k == at or _nested(k, at) or _nested(at, k)]
+                hit = [k for k in pending if is_under(k, at) or is_under(at, k)]
                 if not hit:  # not caused by this change: nothing to hold back
                     break
                 for key in hit:
@@ -356,7 +356,3 @@ class ConfigState:
             version=self._history.version,
             changed=len(changes),
         )
-
-
-def _nested(key: str, parent: str) -> bool:
-    return key.startswith(parent + ".")
