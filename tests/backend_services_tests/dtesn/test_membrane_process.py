@@ -12,12 +12,6 @@ from backend_services.dtesn.service import sample_inputs
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
-@pytest.fixture
 async def membrane() -> AsyncIterator[MembraneProcess]:
     proc = MembraneProcess("proc-test-1", kind="reasoning", faults=True, args=["--levels", "3"])
     yield proc

@@ -24,12 +24,6 @@ Factory = Callable[..., Any]
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
-@pytest.fixture
 async def runtime(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Factory]:
     monkeypatch.setenv("DTESN_DEGRADATION_CHECK_INTERVAL", "1")
     monkeypatch.setenv("DTESN_DEGRADATION_RECOVERY_DELAY", "2")

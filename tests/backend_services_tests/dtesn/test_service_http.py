@@ -25,12 +25,6 @@ Factory = Callable[..., Any]
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
-@pytest.fixture
 async def start() -> AsyncIterator[Factory]:
     started: list[MembraneService] = []
 
