@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
+from collections.abc import Callable
 from typing import Literal
 
 from aiohttp import web
 
 Mode = Literal["ok", "error", "hang", "slow"]
+
+
+async def wait_for(predicate: Callable[[], bool], limit: float = 10.0) -> None:
+    """Wait (bounded, real time) for something a real server or process does to show."""
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
 
 
 def free_port() -> int:

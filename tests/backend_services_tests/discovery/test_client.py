@@ -3,9 +3,8 @@ breakers, the retry budget, fallbacks, passive ejection, zones and panic mode.""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
 import pytest
@@ -22,18 +21,9 @@ from backend_services.infrastructure.circuit_breaker import CircuitBreakerConfig
 from backend_services.infrastructure.service_discovery import ServiceDiscovery
 from backend_services.retry_budget import RetryBudget
 
-from .servers import FlakyServer
+from .servers import FlakyServer, wait_for
 
 T = ServiceType.DTESN_MEMBRANE
-
-
-async def wait_for(predicate: Callable[[], bool], limit: float = 5.0) -> None:
-    """Wait (bounded, real time) for a real network event to show."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 class Fleet:

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from backend_services.discovery.model import ServiceEndpoint, ServiceStatus, ServiceType
 from backend_services.infrastructure.service_discovery import ServiceDiscovery
 
-from .servers import FlakyServer
+from .servers import FlakyServer, wait_for
 
 M = ServiceType.DTESN_MEMBRANE
-
-
-async def wait_for(predicate: Callable[[], bool], limit: float = 5.0) -> None:
-    """Wait (bounded) for a real network event to be observed."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,19 +22,10 @@ from backend_services.store.factory import open_store
 from backend_services.store.protocol import Append, Put, SetAdd
 from backend_services.testing import RedisServer
 
-from .servers import FlakyServer
+from .servers import FlakyServer, wait_for
 
 C = ServiceType.COGNITIVE_SERVICE
 PEER = Path(__file__).with_name("peer_process.py")
-
-
-async def wait_for(predicate: Callable[[], bool], limit: float = 10.0) -> None:
-    """Wait (bounded) for something another process or server does."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 class Peer:

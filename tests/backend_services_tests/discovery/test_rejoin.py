@@ -4,9 +4,7 @@ breaker then gets its trial calls and closes."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,18 +15,9 @@ from backend_services.infrastructure.circuit_breaker import CircuitBreaker, Circ
 from backend_services.infrastructure.service_discovery import ServiceDiscovery
 from backend_services.testing import FakeClock
 
-from .servers import FlakyServer
+from .servers import FlakyServer, wait_for
 
 T = ServiceType.DTESN_MEMBRANE
-
-
-async def wait_for(predicate: Callable[[], bool], limit: float = 10.0) -> None:
-    """Wait (bounded, real time) for a real network event to show."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
