@@ -63,7 +63,7 @@ def test_appends_beyond_their_stream_maxlen_are_dropped() -> None:
     batch = j.batch(limit=2)
     j.done(batch)
     assert len(j) == 2
-    j.clear()
+    j.done(j.batch())  # replaying the rest empties it
     assert not j
 
 
