@@ -260,7 +260,7 @@ def _level(level: int | str) -> int:
     if name.isdigit():
         return int(name)
     if name not in known:
-        names = ", ".join(n for n in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+        names = "DEBUG, INFO, WARNING, ERROR, CRITICAL"
         raise ValidationError("level", level, f"a logging level, one of {names}")
     return known[name]
 
