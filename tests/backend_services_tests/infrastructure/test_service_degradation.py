@@ -9,7 +9,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,31 +33,6 @@ from backend_services.testing import FakeClock
 L, P, R = DegradationLevel, FeaturePriority, ResourceType
 
 Factory = Callable[..., ServiceDegradationManager]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def make(clock: FakeClock) -> AsyncIterator[Factory]:
-    """Managers on the fake clock, in memory, without built-in monitors; all shut down."""
-    made: list[ServiceDegradationManager] = []
-
-    def factory(name: str = "svc", **kw: Any) -> ServiceDegradationManager:
-        kw.setdefault("clock", clock)
-        kw.setdefault("redis_url", None)
-        kw.setdefault("builtin_monitors", False)
-        kw.setdefault("check_interval", 10.0)
-        kw.setdefault("recovery_delay", 60.0)
-        m = ServiceDegradationManager(name, **kw)
-        made.append(m)
-        return m
-
-    yield factory
-    for m in made:
-        await m.shutdown()
 
 
 class Usage:
@@ -116,7 +91,7 @@ class TestSpecExample:
 
     async def test_metrics_have_the_spec_shape(self, make: Factory, clock: FakeClock) -> None:
         """get_metrics holds the spec's keys with its value types (level as a string)."""
-        m = make()
+        m = make("svc")
         cpu, mem = Usage(0.45), Usage(0.62)
         m.register_resource_monitor(R.CPU, cpu, in_thread=False)
         m.register_resource_monitor("memory", mem, in_thread=False)
@@ -217,7 +192,7 @@ class TestLevels:
         self, make: Factory, clock: FakeClock
     ) -> None:
         """0.93 CPU -> EMERGENCY at the next round; idle -> one level per 60 s."""
-        m = make()
+        m = make("svc")
         cpu = Usage(0.1)
         m.register_resource_monitor(R.CPU, cpu, in_thread=False)
         features(m)
@@ -243,7 +218,7 @@ class TestLevels:
     ) -> None:
         """Degradation callbacks get worse levels, recovery callbacks better ones;
         sync and async both work; a failing callback does not stop the others."""
-        m = make(recovery_delay=0.0)
+        m = make("svc", recovery_delay=0.0)
         cpu = Usage(0.1)
         m.register_resource_monitor(R.CPU, cpu, in_thread=False)
         down: list[DegradationLevel] = []
@@ -269,7 +244,7 @@ class TestLevels:
     async def test_listener_events_and_history(self, make: Factory, clock: FakeClock) -> None:
         """Listeners get events with old/new level, reason and resource snapshot; the
         history holds the same, oldest first, limit=N the newest N."""
-        m = make(recovery_delay=0.0, history_size=3)
+        m = make("svc", recovery_delay=0.0, history_size=3)
         cpu = Usage(0.1)
         m.register_resource_monitor(R.CPU, cpu, in_thread=False)
         events: list[DegradationEvent] = []
@@ -304,7 +279,7 @@ class TestLevels:
 
     async def test_worst_resource_decides(self, make: Factory, clock: FakeClock) -> None:
         """A user DATABASE signal at 0.82 with idle CPU gives MINIMAL."""
-        m = make()
+        m = make("svc")
         m.register_resource_monitor(R.CPU, Usage(0.1), in_thread=False)
         m.register_resource_monitor(R.DATABASE, Usage(0.82), in_thread=False)
         await started(m, clock)
@@ -312,7 +287,7 @@ class TestLevels:
 
     async def test_pushed_usage_is_used_next_round(self, make: Factory, clock: FakeClock) -> None:
         """report_resource_usage feeds a signal produced elsewhere into the next round."""
-        m = make()
+        m = make("svc")
         await started(m, clock)
         m.report_resource_usage("external_api", 0.91)
         await clock.advance(10)
@@ -327,7 +302,7 @@ class TestLevels:
         """An unhealthy EXTERNAL_API with scope 'dependents' switches off only features
         that depend on it; the service level stays NORMAL."""
         th = ResourceThreshold(R.EXTERNAL_API, scope="dependents")
-        m = make(resource_thresholds=[th])
+        m = make("svc", resource_thresholds=[th])
         m.register_feature(Feature("pay", P.HIGH, resource_dependencies=[R.EXTERNAL_API]))
         m.register_feature(Feature("browse", P.HIGH))
         api = Usage(0.0)
@@ -346,7 +321,7 @@ class TestMonitors:
         self, make: Factory, clock: FakeClock, bad: Any
     ) -> None:
         """A monitor returning something outside 0..1 is counted and skipped."""
-        m = make()
+        m = make("svc")
         mon = Usage(bad)
         m.register_resource_monitor(R.CPU, mon, in_thread=False)
         await started(m, clock)
@@ -362,7 +337,7 @@ class TestMonitors:
         self, make: Factory, clock: FakeClock
     ) -> None:
         """A raising monitor is reported; other monitors still drive the level."""
-        m = make()
+        m = make("svc")
 
         def boom() -> float:
             raise OSError("sensor gone")
@@ -379,7 +354,7 @@ class TestMonitors:
 
     async def test_async_and_threaded_monitors(self, make: Factory, clock: FakeClock) -> None:
         """Async monitors are awaited; sync ones run in a worker thread by default."""
-        m = make()
+        m = make("svc")
         threads: list[str] = []
 
         def in_thread() -> float:
@@ -402,7 +377,7 @@ class TestMonitors:
     async def test_hung_async_monitor_times_out(self, make: Factory, clock: FakeClock) -> None:
         """A monitor that never answers is skipped after monitor_timeout (clock time)
         and not started again while it hangs."""
-        m = make(monitor_timeout=2.0)
+        m = make("svc", monitor_timeout=2.0)
         started_calls = 0
 
         async def hang() -> float:
@@ -434,7 +409,9 @@ class TestMonitors:
         (root / "cpu.stat").write_text("usage_usec 0\nnr_periods 0\nnr_throttled 0\n")
         proc = tmp_path / "proc"
         proc.write_text("0::/\n")
-        m = make(builtin_monitors=True, cgroup_root=root, proc_cgroup=proc, loop_lag_interval=None)
+        m = make(
+            "svc", builtin_monitors=True, cgroup_root=root, proc_cgroup=proc, loop_lag_interval=None
+        )
         await started(m, clock)
         assert m.current_resources[R.MEMORY] == pytest.approx(0.9)
         assert m.current_level is L.EMERGENCY
@@ -447,7 +424,7 @@ class TestMonitors:
         self, make: Factory, clock: FakeClock, tmp_path: Path
     ) -> None:
         """With disk_path set, the disk's used share arrives (read off the event loop)."""
-        m = make(builtin_monitors=True, loop_lag_interval=None, disk_path=tmp_path)
+        m = make("svc", builtin_monitors=True, loop_lag_interval=None, disk_path=tmp_path)
         await m.initialize()
         for _ in range(500):  # bounded wait for the worker thread's statvfs
             if R.DISK in m.current_resources:
@@ -458,7 +435,7 @@ class TestMonitors:
 
     async def test_user_monitor_replaces_builtin(self, make: Factory, clock: FakeClock) -> None:
         """Registering a CPU monitor takes CPU off the built-in list."""
-        m = make(builtin_monitors=True, loop_lag_interval=None)
+        m = make("svc", builtin_monitors=True, loop_lag_interval=None)
         m.register_resource_monitor(R.CPU, Usage(0.2), in_thread=False)
         await started(m, clock)
         assert m.get_status()["monitors"]["builtin"] == ["memory"]
@@ -467,7 +444,7 @@ class TestMonitors:
 
     async def test_registering_junk_is_refused(self, make: Factory) -> None:
         """Unknown resource types and non-callables are validation errors."""
-        m = make()
+        m = make("svc")
         with pytest.raises(ValidationError):
             m.register_resource_monitor("gpu", Usage())
         with pytest.raises(ValidationError):
@@ -478,7 +455,7 @@ class TestFeatures:
     async def test_gating_per_level(self, make: Factory, clock: FakeClock) -> None:
         """PARTIAL drops OPTIONAL; MINIMAL keeps CRITICAL+HIGH; EMERGENCY CRITICAL;
         OFFLINE nothing."""
-        m = make()
+        m = make("svc")
         features(m)
         expected = {
             L.NORMAL: set(m.features),
@@ -496,7 +473,7 @@ class TestFeatures:
         self, make: Factory, caplog: pytest.LogCaptureFixture
     ) -> None:
         """An unknown name returns False and logs one warning however often it is asked."""
-        m = make()
+        m = make("svc")
         with caplog.at_level(logging.WARNING, logger="backend_services.service_degradation"):
             for _ in range(3):
                 assert await m.is_feature_enabled("nope") is False
@@ -506,7 +483,7 @@ class TestFeatures:
 
     async def test_operator_switch(self, make: Factory) -> None:
         """set_feature_enabled(False) turns a feature off at every level."""
-        m = make()
+        m = make("svc")
         features(m)
         m.set_feature_enabled("core_processing", False)
         assert await m.is_feature_enabled("core_processing") is False
@@ -520,7 +497,7 @@ class TestFeatures:
     async def test_execute_with_fallback(self, make: Factory) -> None:
         """Enabled: the function; disabled: the fallback with the same args; a failing
         function falls back too; no fallback when disabled sheds; unknown is invalid."""
-        m = make()
+        m = make("svc")
         calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 
         async def full(*a: Any, **k: Any) -> str:
@@ -557,7 +534,7 @@ class TestOverride:
         self, make: Factory, clock: FakeClock
     ) -> None:
         """A forced level with duration ends when the fake clock passes it."""
-        m = make()
+        m = make("svc")
         m.register_resource_monitor(R.CPU, Usage(0.1), in_thread=False)
         recovered: list[DegradationLevel] = []
         m.add_recovery_callback(recovered.append)
@@ -574,7 +551,7 @@ class TestOverride:
 
     async def test_clear_hands_back_to_resources(self, make: Factory, clock: FakeClock) -> None:
         """clear_forced_degradation returns to the level the samples decide."""
-        m = make()
+        m = make("svc")
         m.register_resource_monitor(R.CPU, Usage(0.82), in_thread=False)
         await started(m, clock)
         await m.force_degradation("offline", "maintenance")
@@ -585,7 +562,7 @@ class TestOverride:
 
     async def test_invalid_force(self, make: Factory) -> None:
         """Unknown levels and non-positive durations are refused."""
-        m = make()
+        m = make("svc")
         with pytest.raises(ValidationError):
             await m.force_degradation("panic")
         with pytest.raises(ValidationError):
@@ -597,7 +574,7 @@ class TestAdmission:
         self, make: Factory, clock: FakeClock
     ) -> None:
         """Under MINIMAL only CRITICAL/HIGH get in; shed requests carry retry_after."""
-        m = make()
+        m = make("svc")
         cpu = Usage(0.85)
         m.register_resource_monitor(R.CPU, cpu, in_thread=False)
         await started(m, clock)
@@ -617,14 +594,14 @@ class TestAdmission:
 
     async def test_offline_admits_nothing(self, make: Factory) -> None:
         """OFFLINE sheds even CRITICAL requests (health checks bypass admission)."""
-        m = make()
+        m = make("svc")
         await m.force_degradation(L.OFFLINE)
         with pytest.raises(RequestShedError, match="health checks"):
             m.admit(P.CRITICAL)
 
     async def test_adaptive_concurrency_limit(self, make: Factory, clock: FakeClock) -> None:
         """With an AIMD limit, requests over the limit are shed; slow ones shrink it."""
-        m = make(concurrency_limit=AimdLimit(initial_limit=2, latency_threshold=1.0))
+        m = make("svc", concurrency_limit=AimdLimit(initial_limit=2, latency_threshold=1.0))
         first, second = m.admission(P.HIGH), m.admission(P.HIGH)
         async with first, second:
             with pytest.raises(RequestShedError, match="concurrency limit 2"), m.admission(P.HIGH):
@@ -653,7 +630,7 @@ class TestLifecycle:
 
     async def test_status_is_plain_data(self, make: Factory, clock: FakeClock) -> None:
         """get_status is JSON-serialisable and names levels by value."""
-        m = make()
+        m = make("svc")
         features(m)
         await started(m, clock)
         status = m.get_status()
