@@ -54,10 +54,6 @@ class FleetReading:
         self.trial_slots: dict[tuple[str, int], int] = {}
         self.registered: set[str] = set()
         self.users = 0
-        self.writes = 0
-        self.conflicts = 0
-        self.applied = 0
-        self.errors = 0
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.get_ident()
@@ -93,8 +89,7 @@ class FleetReading:
         breaker._fleet_base = state
         now = self.clock.monotonic()
         open_until = now if until is None else now + (float(until) - self.clock.time())
-        if breaker.apply_remote(state, now, open_until=open_until, openings=openings):
-            self.applied += 1
+        breaker.apply_remote(state, now, open_until=open_until, openings=openings)
         return True
 
     def _on_events(self, events: list[FeedEvent]) -> None:

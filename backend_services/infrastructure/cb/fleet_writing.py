@@ -97,7 +97,6 @@ class FleetWriting(FleetReading):
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    self.errors += 1
                     delay = backoff.next_delay()
                     _log.warning(
                         "shared_state_write_failed",
@@ -138,7 +137,6 @@ class FleetWriting(FleetReading):
             try:
                 result = await self.store.commit(ops)
             except ConflictError:
-                self.conflicts += 1
                 record = await self.store.get(key)
                 if record is None:
                     breaker._fleet_version = 0
@@ -150,7 +148,6 @@ class FleetWriting(FleetReading):
             breaker._fleet_version = result.versions.get(key, expect + 1)
             breaker._fleet_base = state
             self.registered.add(breaker.name)
-            self.writes += 1
             return
         _log.warning("shared_state_contended", name=breaker.name, attempts=_MAX_ATTEMPTS)
 
