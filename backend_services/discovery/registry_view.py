@@ -126,11 +126,8 @@ class RegistryView:
     # ---- writes ----------------------------------------------------------------------
 
     def is_fresh(self, service_id: str, position: int) -> bool:
-        """True when a change at feed ``position`` would be applied to ``service_id``."""
-        return self._fresh(service_id, position)
-
-    def _fresh(self, service_id: str, position: int) -> bool:
-        """True when a change at ``position`` is newer than what the view holds."""
+        """True when a change at feed ``position`` is newer than what the view holds for
+        ``service_id`` (so it would be applied)."""
         if position <= 0:
             return True
         if position <= self._floor:
@@ -159,7 +156,7 @@ class RegistryView:
     ) -> ViewChange | None:
         """Add or replace an instance. Returns the change, or ``None`` when stale."""
         sid = endpoint.service_id
-        if not self._fresh(sid, position):
+        if not self.is_fresh(sid, position):
             return None
         self._mark(sid, position, local)
         old = self._entries.get(sid)
@@ -183,7 +180,7 @@ class RegistryView:
         """Replace an instance's health. ``None`` when unknown or stale."""
         sid = health.service_id
         entry = self._entries.get(sid)
-        if entry is None or not self._fresh(sid, position):
+        if entry is None or not self.is_fresh(sid, position):
             return None
         self._mark(sid, position, local)
         old = entry.health.status
@@ -198,7 +195,7 @@ class RegistryView:
         self, service_id: str, *, position: int = 0, local: bool = False, reason: str = "removed"
     ) -> ViewChange | None:
         """Drop an instance. ``None`` when unknown or stale."""
-        if not self._fresh(service_id, position):
+        if not self.is_fresh(service_id, position):
             return None
         self._mark(service_id, position, local)
         entry = self._entries.pop(service_id, None)
