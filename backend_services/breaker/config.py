@@ -35,7 +35,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from ..errors import ValidationError
-from ..settings import UNSET, Settings, Unset, load_settings
+from ..settings import UNSET, Settings, Unset, load_settings, pick
 
 __all__ = [
     "DEFAULT_FAILURE_THRESHOLD",
@@ -147,12 +147,12 @@ class CircuitBreakerConfig:
     ) -> None:
         if UNSET in (failure_threshold, timeout, request_timeout, slow_call_threshold):
             cbs = (settings if settings is not None else load_settings()).circuit_breaker
-            failure_threshold = _pick(
+            failure_threshold = pick(
                 failure_threshold, cbs.failure_threshold, DEFAULT_FAILURE_THRESHOLD
             )
-            timeout = _pick(timeout, cbs.timeout, DEFAULT_TIMEOUT)
-            request_timeout = _pick(request_timeout, cbs.request_timeout, DEFAULT_REQUEST_TIMEOUT)
-            slow_call_threshold = _pick(
+            timeout = pick(timeout, cbs.timeout, DEFAULT_TIMEOUT)
+            request_timeout = pick(request_timeout, cbs.request_timeout, DEFAULT_REQUEST_TIMEOUT)
+            slow_call_threshold = pick(
                 slow_call_threshold, cbs.slow_call_threshold, DEFAULT_SLOW_CALL_THRESHOLD
             )
         assert not isinstance(failure_threshold, Unset)
@@ -229,12 +229,6 @@ class CircuitBreakerConfig:
 
 
 # --- validation helpers -----------------------------------------------------------------
-
-
-def _pick(argument: Any, setting: Any, default: Any) -> Any:
-    if argument is not UNSET:
-        return argument
-    return default if setting is None else setting
 
 
 def _number(field: str, value: Any, minimum: float, expected: str) -> float:
