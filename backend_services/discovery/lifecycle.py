@@ -11,6 +11,7 @@ from ..errors import LifecycleError
 from ..log import get_logger
 from ..store.feed import FeedFollower
 from ..store.protocol import Store
+from ..tasks import cancel_and_wait
 from .records import FEED, REAPER_LEASE
 from .registry import Registry
 from .shards import ShardLeases
@@ -137,10 +138,7 @@ class Lifecycle(FeedSync, Upkeep):
         if self._follower is not None:
             await self._follower.stop()
         await self._supervisor.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))
         for callbacks in (self._up, self._down, self._listeners):
             await callbacks.drain()
 
