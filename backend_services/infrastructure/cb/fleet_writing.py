@@ -22,7 +22,7 @@ from ...breaker.state import CircuitState, Trigger
 from ...errors import ConflictError
 from ...log import get_logger
 from ...store.protocol import Append, Operation, Put, SetAdd
-from ...tasks import Backoff
+from ...tasks import Backoff, raise_if_cancelling
 from .fleet_layout import EVENTS_STREAM, NAMES_KEY, state_key
 from .fleet_reading import FleetReading
 
@@ -77,14 +77,11 @@ class FleetWriting(FleetReading):
     async def _write_loop(self) -> None:
         assert self._wake is not None
         backoff = Backoff(initial=0.05, maximum=2.0)
-        me = asyncio.current_task()
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self.pending:
-                if me is not None and me.cancelling():
-                    # a cancellation swallowed further down (asyncio.wait_for on 3.11)
-                    raise asyncio.CancelledError
+                raise_if_cancelling()  # one swallowed further down (wait_for on 3.11)
                 name = next(iter(self.pending))
                 ref, manual = self.pending.pop(name)
                 breaker = ref()
