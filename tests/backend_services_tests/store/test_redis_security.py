@@ -16,6 +16,8 @@ from backend_services.store import Append, Put
 from backend_services.store.redis import RedisStore
 from backend_services.testing import RedisServer, TestPki, TlsProxy, make_test_pki
 
+from .blocking import until_blocked
+
 SECRET = "s3cret-Pa55"
 STORE_ACL = "+@read +@write +@scripting +@connection +time"
 """The commands a store needs (documented in the README); keys are limited per test."""
@@ -33,7 +35,7 @@ async def _exercise(store: RedisStore) -> None:
     assert await store.acquire_lease("l", "me", 5) is True
     assert await store.release_lease("l", "me") is True
     reader = asyncio.create_task(store.read("f", 1, block=5))
-    await asyncio.sleep(0.02)
+    await until_blocked(store)
     await store.append("f", {"i": 2})
     batch = await asyncio.wait_for(reader, 5)
     assert [e.position for e in batch.events] == [2]

@@ -24,6 +24,8 @@ from backend_services.store import Append, Put, PutIfNewer, SetAdd
 from backend_services.store.redis import RedisStore
 from backend_services.testing import FakeClock, RedisServer
 
+from .blocking import until_blocked
+
 StoreFactory = Callable[..., Awaitable[RedisStore]]
 
 
@@ -366,7 +368,7 @@ async def test_blocked_reader_does_not_hold_up_other_commands(make_store: StoreF
     """While a reader waits in XREAD BLOCK, other operations of the same store proceed."""
     store = await make_store()
     reader = asyncio.create_task(store.read("f", 0, block=10))
-    await asyncio.sleep(0.02)
+    await until_blocked(store)
     started = time.monotonic()
     for i in range(20):
         await store.put(f"k{i}", i)
@@ -382,7 +384,7 @@ async def test_close_releases_a_blocked_reader(redis_url: str) -> None:
     store = RedisStore(redis_url, namespace="closing")
     await store.initialize()
     reader = asyncio.create_task(store.read("f", 0, block=30))
-    await asyncio.sleep(0.05)
+    await until_blocked(store)
     await store.close()
     batch = await asyncio.wait_for(reader, 5)
     assert (batch.events, batch.position, batch.resync) == ([], 0, False)
@@ -407,7 +409,7 @@ async def test_a_follow_up_read_takes_events_from_xread_alone(
     assert [e.data for e in first.events] == [{"i": 1}]
     assert scripts == [0]
     reader = asyncio.create_task(store.read("f", first.position, block=5))
-    await asyncio.sleep(0.05)
+    await until_blocked(store)
     await store.commit([Append("f", {"i": 2}), Append("f", {"i": 3})])
     second = await asyncio.wait_for(reader, 5)
     assert [(e.position, e.data) for e in second.events] == [(2, {"i": 2}), (3, {"i": 3})]

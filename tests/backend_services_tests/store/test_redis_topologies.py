@@ -14,6 +14,8 @@ from backend_services.store.redis import RedisStore
 from backend_services.store.redis_connect import parse_target
 from backend_services.testing import RedisServer
 
+from .blocking import until_blocked
+
 
 async def _multi_key_work(store: RedisStore) -> None:
     """Operations whose scripts touch several keys at once (one slot, or CROSSSLOT)."""
@@ -30,7 +32,7 @@ async def _multi_key_work(store: RedisStore) -> None:
     assert set(await store.get_many(["a", "b", "c"])) == {"a", "b"}
     assert await store.acquire_lease("leader", "me", 5) is True
     reader = asyncio.create_task(store.read("changes", 1, block=5))
-    await asyncio.sleep(0.02)
+    await until_blocked(store)
     await store.append("changes", {"k": "a"})
     batch = await asyncio.wait_for(reader, 5)
     assert [e.position for e in batch.events] == [2]
