@@ -40,7 +40,7 @@ from ...log import get_logger
 from ...store.factory import open_store
 from ...store.feed import FeedFollower
 from ...store.protocol import Store
-from ...tasks import Backoff
+from ...tasks import Backoff, cancel_and_wait
 from .detached import keep_until_done
 from .fleet_layout import EVENTS_STREAM, NAMES_KEY, state_key, trial_lease
 from .fleet_writing import FLUSH_TIMEOUT as FLUSH_TIMEOUT
@@ -106,7 +106,7 @@ class FleetLink(FleetWriting):
     async def _stop_tasks(self) -> None:
         """End the follower and the writer, then close the store if the link owns it."""
         self._closing = True
-        await _cancel_until_done(self._own_tasks(), CLOSE_TIMEOUT)
+        await cancel_and_wait(self._own_tasks(), every=0.1, attempts=int(CLOSE_TIMEOUT / 0.1))
         if self.owns_store:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.store.close(), CLOSE_TIMEOUT)
@@ -214,26 +214,6 @@ class FleetLink(FleetWriting):
         except RuntimeError:
             return
         keep_until_done(task)
-
-
-async def _cancel_until_done(tasks: list[asyncio.Task[Any]], within: float) -> bool:
-    """Cancel ``tasks`` and wait for them to end, cancelling again while they do not: a
-    cancellation can be swallowed inside a client library (``asyncio.wait_for`` on 3.11
-    returns a result that arrives together with the cancellation), and one cancel is
-    then not enough. False if some task was still running after ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    pending = [t for t in tasks if not t.done()]
-    while pending:
-        for task in pending:
-            task.cancel()
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            _log.warning("fleet_task_not_stopping", tasks=[t.get_name() for t in pending])
-            return False
-        _, still = await asyncio.wait(pending, timeout=min(0.1, remaining))
-        pending = list(still)
-    return True
 
 
 _LINKS: dict[Any, FleetLink] = {}
