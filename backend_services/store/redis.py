@@ -128,12 +128,7 @@ class RedisStore(RedisFeeds, RedisLifecycle):
         if not keys:
             return {}
         doc = self._doc
-        try:
-            raws = await self._client.execute_command("MGET", *[doc + k for k in keys])
-        except REDIS_ERRORS as exc:
-            raise self._fail(exc) from exc
-        if not self._connected:
-            self._up()
+        raws = await self._command("MGET", *[doc + k for k in keys])
         out: dict[str, Record] = {}
         for key, raw in zip(keys, raws, strict=True):
             if raw is not None:
@@ -172,11 +167,7 @@ class RedisStore(RedisFeeds, RedisLifecycle):
     async def delete(self, key: str, *, expect_version: int | None = None) -> bool:
         check_key("key", key)
         if expect_version is None:
-            try:
-                removed = await self._client.execute_command("DEL", self._doc + key)
-            except REDIS_ERRORS as exc:
-                raise self._fail(exc) from exc
-            return bool(removed)
+            return bool(await self._command("DEL", self._doc + key))
         reply = await self._eval(self._delete, (self._doc + key,), (expect_arg(expect_version),))
         if reply < 0:
             raise ConflictError(key, expect_version, -1 - reply)
@@ -254,10 +245,7 @@ class RedisStore(RedisFeeds, RedisLifecycle):
     # -- sets, counters ----------------------------------------------------------------
     async def members(self, key: str) -> set[str]:
         check_key("key", key)
-        try:
-            raw = await self._client.execute_command("SMEMBERS", self._keys.set + key)
-        except REDIS_ERRORS as exc:
-            raise self._fail(exc) from exc
+        raw = await self._command("SMEMBERS", self._keys.set + key)
         return {m.decode() for m in raw}
 
     async def set_add(self, key: str, *members: str) -> int:
@@ -271,21 +259,13 @@ class RedisStore(RedisFeeds, RedisLifecycle):
         check_members(members)
         if not members:
             return 0
-        try:
-            return int(await self._client.execute_command(command, self._keys.set + key, *members))
-        except REDIS_ERRORS as exc:
-            raise self._fail(exc) from exc
+        return int(await self._command(command, self._keys.set + key, *members))
 
     async def incr(self, key: str, amount: int = 1) -> int:
         check_key("key", key)
         if type(amount) is not int:
             raise ValidationError("amount", amount, "an integer")
-        try:
-            return int(
-                await self._client.execute_command("INCRBY", self._keys.counter + key, amount)
-            )
-        except REDIS_ERRORS as exc:
-            raise self._fail(exc) from exc
+        return int(await self._command("INCRBY", self._keys.counter + key, amount))
 
     # -- leases ------------------------------------------------------------------------
     async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
@@ -302,10 +282,7 @@ class RedisStore(RedisFeeds, RedisLifecycle):
 
     async def lease_owner(self, name: str) -> str | None:
         check_key("name", name)
-        try:
-            raw = await self._client.execute_command("GET", self._keys.lease + name)
-        except REDIS_ERRORS as exc:
-            raise self._fail(exc) from exc
+        raw = await self._command("GET", self._keys.lease + name)
         return None if raw is None else raw.decode()
 
     def __repr__(self) -> str:

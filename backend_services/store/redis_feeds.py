@@ -53,10 +53,7 @@ class RedisFeeds(RedisState):
 
     async def feed_position(self, stream: str) -> int:
         check_key("stream", stream)
-        try:
-            raw = await self._client.execute_command("GET", self._keys.feed_seq + stream)
-        except REDIS_ERRORS as exc:
-            raise self._fail(exc) from exc
+        raw = await self._command("GET", self._keys.feed_seq + stream)
         return 0 if raw is None else int(raw)
 
     async def _collect(self, stream: str, after: int, count: int) -> FeedBatch:

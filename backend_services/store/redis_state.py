@@ -149,11 +149,19 @@ class RedisState:
         )
 
     async def server_time(self) -> float:
+        seconds, micros = await self._command("TIME")
+        return int(seconds) + int(micros) / 1_000_000
+
+    async def _command(self, *args: Any) -> Any:
+        """One plain command: a failure becomes the store's error, a reply means the
+        server is reachable again."""
         try:
-            seconds, micros = await self._client.time()
+            reply = await self._client.execute_command(*args)
         except REDIS_ERRORS as exc:
             raise self._fail(exc) from exc
-        return int(seconds) + int(micros) / 1_000_000
+        if not self._connected:
+            self._up()
+        return reply
 
     # -- scripts -----------------------------------------------------------------------
     async def _eval(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
