@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ..errors import ValidationError
 
-__all__ = ["SCHEMA_VERSION", "KeyLayout", "pack_record", "unpack_record"]
+__all__ = ["SCHEMA_VERSION", "KeyLayout"]
 
 SCHEMA_VERSION = 1
 """The version of the key layout above."""
@@ -73,14 +73,3 @@ class KeyLayout:
     def pattern(self) -> str:
         """An ACL key pattern covering every key of this namespace (``~{dtesn}:*``)."""
         return f"~{{{self.namespace}}}:*"
-
-
-def pack_record(version: int, updated_at: float, value_json: str) -> str:
-    """The stored form of a record (what the Lua scripts write)."""
-    return f"{version}:{updated_at!r}:{value_json}"
-
-
-def unpack_record(raw: bytes) -> tuple[int, float, bytes]:
-    """``(version, updated_at, value JSON)`` of a stored record; ValueError if malformed."""
-    version, updated_at, body = raw.split(b":", 2)
-    return int(version), float(updated_at), body
