@@ -31,7 +31,14 @@ from typing import Any
 
 from .errors import ValidationError
 
-__all__ = ["StructuredLogger", "configure_logging", "get_logger", "mask_secrets", "mask_url"]
+__all__ = [
+    "StructuredLogger",
+    "configure_logging",
+    "get_logger",
+    "looks_secret",
+    "mask_secrets",
+    "mask_url",
+]
 
 _ROOT = "backend_services"
 logging.getLogger(_ROOT).addHandler(logging.NullHandler())
@@ -76,7 +83,9 @@ def mask_url(url: str) -> str:
     return masked
 
 
-def _is_secret_name(name: str) -> bool:
+def looks_secret(name: str) -> bool:
+    """Whether a field or key name suggests a secret (password, token, cookie, ...); the
+    logs mask such values and the configuration treats such keys as secret."""
     low = name.lower()
     return any(word in low for word in _SECRET_WORDS)
 
@@ -87,7 +96,7 @@ def mask_secrets(value: Any, name: str = "") -> Any:
     under a secret name are kept (they reveal nothing)."""
     if (
         name
-        and _is_secret_name(name)
+        and looks_secret(name)
         and value is not None
         and not isinstance(value, bool)
         and not (isinstance(value, str) and value == "")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from ..errors import ConfigValidationError, ValidationError
+from ..log import looks_secret
 from .model import REDACTED, UNREADABLE, ConfigSource, Entry
 from .secrets import SecretBox
 from .tree import check_key, parents
@@ -21,25 +22,7 @@ from .validation import Limits, check_value
 
 __all__ = ["SecretPolicy", "looks_secret"]
 
-_SECRET_WORDS: Final = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "credential",
-    "private_key",
-    "hmac_key",
-    "encryption_key",
-)
 _CACHE_LIMIT: Final = 100_000
-
-
-def looks_secret(key: str) -> bool:
-    """Whether a key's name suggests a secret."""
-    low = key.lower()
-    return any(word in low for word in _SECRET_WORDS)
 
 
 class SecretPolicy:

@@ -750,6 +750,17 @@ class TestSecrets:
         assert "quoted" not in text
         await cm.shutdown()
 
+    async def test_secret_looking_names_are_redacted_when_shown(
+        self, cm: ConfigurationManager
+    ) -> None:
+        """Keys named like secrets — the same words the logs mask, authorization headers
+        and cookies included — are shown redacted and read back in full."""
+        await cm.bulk_update({"http.authorization": "Bearer abc", "session.cookie": "c=1"})
+        shown = (await cm.get_config_summary())["config"]
+        assert shown["http.authorization"] == shown["session.cookie"] == "***"
+        assert cm.explain("session.cookie").value == "***"
+        assert await cm.get_config("http.authorization") == "Bearer abc"
+
     async def test_secret_without_key_is_refused(self, cm: ConfigurationManager) -> None:
         """Marking a value secret with no encryption key names the variable to set."""
         with pytest.raises(ConfigValidationError, match="DTESN_CONFIG_ENCRYPTION_KEYS"):
