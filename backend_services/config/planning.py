@@ -13,7 +13,10 @@ from typing import Any
 from .model import Entry
 from .tree import SortedKeys, check_key, flatten, is_under, parents
 
-__all__ = ["keys_under", "removal", "set_updates"]
+__all__ = ["SCAN_LIMIT", "keys_under", "removal", "set_updates"]
+
+SCAN_LIMIT = 512
+"""Below this many runtime keys a scan is cheaper than building a sorted index."""
 
 MakeEntry = Callable[[str, Any], Entry]
 
@@ -25,7 +28,7 @@ def keys_under(
     so that planning many keys stays O(n log n))."""
     if index is not None:
         return index.under(key)
-    if len(current) < 512:
+    if len(current) < SCAN_LIMIT:
         return [k for k in current if k != key and is_under(k, key)]
     return SortedKeys(current).under(key)
 

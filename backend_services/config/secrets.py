@@ -21,7 +21,7 @@ import binascii
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
@@ -64,12 +64,12 @@ def _decode_key(item: str, source: str, position: int) -> bytes:
 
 
 def parse_keys(
-    text: str | Sequence[str | bytes] | None, source: str = ENCRYPTION_KEYS_ENV
+    text: str | Iterable[str | bytes] | None, source: str = ENCRYPTION_KEYS_ENV
 ) -> list[bytes]:
     """Keys from the variable's text (or a list of keys); newest first."""
     if text is None:
         return []
-    items: Sequence[str | bytes] = text.split(",") if isinstance(text, str) else text
+    items: Iterable[str | bytes] = text.split(",") if isinstance(text, str) else text
     keys: list[bytes] = []
     for position, item in enumerate(items):
         if isinstance(item, bytes):

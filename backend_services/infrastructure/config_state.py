@@ -117,7 +117,7 @@ class ConfigState:
         )
         source = "encryption_keys" if encryption_keys is not None else ENCRYPTION_KEYS_ENV
         self._policy = SecretPolicy(
-            SecretBox(parse_keys(keys_text, source)),  # type: ignore[arg-type]
+            SecretBox(parse_keys(keys_text, source)),
             secret_keys,
             report_unreadable=self._report_unreadable,
         )

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from ..config.layers import Candidate
 from ..config.model import ChangeKind, ConfigSource, ConfigVersion, Entry, VersionRecord
-from ..config.planning import removal, set_updates
+from ..config.planning import SCAN_LIMIT, removal, set_updates
 from ..config.tree import SortedKeys, check_key
 from ..config.versions import new_version_id
 from ..errors import ConfigValidationError, ConflictError
@@ -62,7 +62,7 @@ class ConfigWrites(ConfigState):
         """A sorted index of the runtime keys, rebuilt once per version (None while the
         layer is small enough to scan)."""
         current = self._history.current
-        if len(current) < 512:
+        if len(current) < SCAN_LIMIT:
             return None
         head = self._history.head
         stamp = (self._history.version, None if head is None else head.id, len(current))
