@@ -15,8 +15,8 @@ Fast path contract (used inline by the async shell): while ``_fast`` is true the
 admits without asking, and a successful call is recorded by ``_n += 1`` followed by
 ``_tally_success(now, duration)`` only when ``duration >= _slow_thr or now >= _roll_at``;
 that is exactly what :meth:`on_success` does for an ``ADMIT`` token. While
-``now < _reject_until`` (open and not due, or forced open) a call is rejected with
-:meth:`reject`, exactly as :meth:`acquire` would.
+``now < _reject_until`` (open and not due, or forced open) a call is rejected by
+counting ``_rejected += 1``, exactly as :meth:`acquire` would.
 
 **Where the pieces live.** This module holds the call path — admission, recording
 outcomes (windows, thresholds, half-open trials) — and reading the state and counters;
@@ -127,12 +127,6 @@ class BreakerCore(BreakerMachine):
             return ADMIT
         self._rejected += 1
         return REJECT
-
-    def reject(self, now: float) -> float | None:
-        """Count a call rejected without asking (``now < _reject_until``, i.e. open and
-        not yet due, or forced open); returns the seconds until the next trial."""
-        self._rejected += 1
-        return None if self._state is _FORCED_OPEN else self._open_until - now
 
     def release(self, token: int) -> None:
         """Give back a trial permit without an outcome (the call never ran)."""

@@ -214,8 +214,8 @@ class BreakerRecording(BreakerShell):
 
     def _reject_now(self, now: float) -> CircuitBreakerException:
         """The rejection of a call while ``now < _reject_until`` (no admission needed)."""
-        # core.reject(), inlined; BaseException.__new__ fills ``args`` without running
-        # the Python __init__ (the cheapest way to make the exception)
+        # counted here, not through the core (no call on this path); BaseException.__new__
+        # fills ``args`` without running the Python __init__ (the cheapest way to make it)
         self._rejected += 1
         state = self._state
         exc: CircuitBreakerException = _new_exception(
